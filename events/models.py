@@ -1,0 +1,134 @@
+"""The event contract: payloads and the envelope of every order event."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1  # the value every envelope's schema_version carries
+
+
+class EventType(StrEnum):
+    """The three events of an order's life, also the AMQP routing keys."""
+
+    CREATED = "order.created"
+    PAID = "order.paid"
+    SHIPPED = "order.shipped"
+
+
+# The per-order version each event carries: the ordering guard compares against it.
+SEQ_OF: dict[EventType, int] = {EventType.CREATED: 1, EventType.PAID: 2, EventType.SHIPPED: 3}
+
+Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LineItem(_Strict):
+    """One line of an order."""
+
+    sku: Text
+    qty: Annotated[int, Field(gt=0, le=10_000)]
+    price: Money
+
+
+class OrderCreated(_Strict):
+    """Payload of order.created."""
+
+    customer_id: Text
+    items: Annotated[list[LineItem], Field(min_length=1, max_length=500)]
+    total: Money
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+    @model_validator(mode="after")
+    def _total_matches_items(self) -> OrderCreated:
+        expected = sum((i.price * i.qty for i in self.items), Decimal(0))
+        if expected != self.total:
+            raise ValueError(f"total {self.total} does not equal the sum of items {expected}")
+        return self
+
+
+class PaymentMethod(StrEnum):
+    """How an order was paid."""
+
+    CARD = "card"
+    PAYPAL = "paypal"
+    BANK_TRANSFER = "bank_transfer"
+    GIFT_CARD = "gift_card"
+
+
+class OrderPaid(_Strict):
+    """Payload of order.paid."""
+
+    amount: Money
+    method: PaymentMethod
+
+
+class OrderShipped(_Strict):
+    """Payload of order.shipped."""
+
+    carrier: Text
+    tracking: Text
+
+
+class _Envelope(_Strict):
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    order_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+    seq: Annotated[int, Field(ge=1, le=3)]
+    occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    schema_version: Literal[1] = 1
+    event_type: EventType
+
+    @model_validator(mode="after")
+    def _seq_matches_type(self) -> _Envelope:
+        expected = SEQ_OF[self.event_type]
+        if self.seq != expected:
+            raise ValueError(
+                f"seq {self.seq} does not match {self.event_type}: expected {expected}"
+            )
+        return self
+
+
+class OrderCreatedEvent(_Envelope):
+    """Envelope of order.created."""
+
+    event_type: Literal[EventType.CREATED] = EventType.CREATED
+    payload: OrderCreated
+
+
+class OrderPaidEvent(_Envelope):
+    """Envelope of order.paid."""
+
+    event_type: Literal[EventType.PAID] = EventType.PAID
+    payload: OrderPaid
+
+
+class OrderShippedEvent(_Envelope):
+    """Envelope of order.shipped."""
+
+    event_type: Literal[EventType.SHIPPED] = EventType.SHIPPED
+    payload: OrderShipped
+
+
+Event = Annotated[
+    OrderCreatedEvent | OrderPaidEvent | OrderShippedEvent, Field(discriminator="event_type")
+]
+EVENT_ADAPTER: TypeAdapter[OrderCreatedEvent | OrderPaidEvent | OrderShippedEvent] = TypeAdapter(
+    Event
+)
+AnyEvent = OrderCreatedEvent | OrderPaidEvent | OrderShippedEvent

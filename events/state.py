@@ -1,0 +1,47 @@
+"""The order state machine: created -> paid -> shipped, nothing else."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from events.models import SEQ_OF, EventType
+
+
+class OrderState(StrEnum):
+    """Where an order is in its life."""
+
+    CREATED = "created"
+    PAID = "paid"
+    SHIPPED = "shipped"
+
+
+class IllegalTransition(ValueError):
+    """An event that the order's current state does not allow."""
+
+    def __init__(self, state: OrderState | None, event_type: EventType) -> None:
+        self.state = state
+        self.event_type = event_type
+        where = "a new order" if state is None else f"an order in state {state.value!r}"
+        super().__init__(f"{event_type.value} is not allowed on {where}")
+
+
+_TRANSITIONS: dict[tuple[OrderState | None, EventType], OrderState] = {
+    (None, EventType.CREATED): OrderState.CREATED,
+    (OrderState.CREATED, EventType.PAID): OrderState.PAID,
+    (OrderState.PAID, EventType.SHIPPED): OrderState.SHIPPED,
+}
+
+
+def transition(state: OrderState | None, event_type: EventType) -> OrderState:
+    """Return the state after event_type, or raise IllegalTransition."""
+    try:
+        return _TRANSITIONS[(state, event_type)]
+    except KeyError:
+        raise IllegalTransition(state, event_type) from None
+
+
+def next_seq(state: OrderState | None) -> int:
+    """Return the seq of the event that may follow state (1 for a new order)."""
+    if state is None:
+        return 1
+    return next(SEQ_OF[e] + 1 for (_, e), s in _TRANSITIONS.items() if s is state)
