@@ -1,0 +1,1 @@
+"""The declarative broker topology: the file, its model, compile, plan, apply, export."""

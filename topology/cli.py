@@ -1,0 +1,126 @@
+"""`python -m topology plan|apply|export`: the operator's view of the broker objects."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from topology.apply import MigrationRequired, apply_plan, plan_against
+from topology.compile import compile_topology
+from topology.export import definitions
+from topology.management import ManagementClient, ManagementError
+from topology.plan import Action, Change, Plan
+from topology.settings import Settings
+from topology.spec import TopologyFileError, load_spec
+
+EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+
+_STYLE = {
+    Action.CREATE: ("+", "green"),
+    Action.UPDATE: ("~", "yellow"),
+    Action.MIGRATE: ("!", "bold red"),
+    Action.EXTRA: ("-", "magenta"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="python -m topology", description=__doc__)
+    parser.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        help="topology file (default: $TOPOLOGY_FILE or topology/orders.yaml)",
+    )
+    parser.add_argument("--vhost", default=None, help="vhost (default: the path of $AMQP_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("plan", help="show what differs on the broker (exit 0 same, 2 pending, 1 error)")
+    apply = sub.add_parser("apply", help="create what is missing and change policies live")
+    apply.add_argument("--prune", action="store_true", help="also delete objects not in the file")
+    sub.add_parser("export", help="print definitions JSON for rabbitmqctl import_definitions")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit status."""
+    args = build_parser().parse_args(argv)
+    out, err = Console(), Console(stderr=True)
+    settings = Settings()
+    path = args.file or settings.topology_file
+    vhost = args.vhost or settings.vhost
+    try:
+        spec = load_spec(path)
+        desired = compile_topology(spec)
+        if args.command == "export":
+            print(json.dumps(definitions(desired, vhost), indent=2))
+            return EXIT_OK
+        with ManagementClient(settings.rabbitmq_management_url) as client:
+            plan = plan_against(client, spec, desired, vhost)
+            if args.command == "plan":
+                render_plan(out, plan, path)
+                return EXIT_PENDING if plan.pending else EXIT_OK
+            return _apply(out, client, plan, args.prune)
+    except TopologyFileError as exc:
+        err.print(exc.render(), markup=False, highlight=False)
+    except MigrationRequired as exc:
+        err.print(f"[bold red]refused:[/] vhost {vhost!r} {exc}", highlight=False)
+    except ManagementError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    return EXIT_ERROR
+
+
+def _apply(out: Console, client: ManagementClient, plan: Plan, prune: bool) -> int:
+    if not plan.pending:
+        out.print(f"vhost {plan.vhost!r}: nothing to change")
+        return EXIT_OK
+    done = apply_plan(client, plan, prune=prune, on_change=lambda c: _print_change(out, c))
+    kept = [] if prune else plan.of(Action.EXTRA)
+    out.print(f"vhost {plan.vhost!r}: applied {len(done)} change(s)")
+    if kept:
+        out.print(f"{len(kept)} object(s) on the broker are not in the file; kept (use --prune)")
+    return EXIT_OK
+
+
+def render_plan(out: Console, plan: Plan, path: Path) -> None:
+    """Print a plan as a readable diff."""
+    out.print(f"plan for vhost {plan.vhost!r} from {path}", highlight=False)
+    if not plan.pending:
+        out.print("[green]the broker matches the file[/]")
+        return
+    for change in plan.changes:
+        _print_change(out, change)
+    counts = {a: len(plan.of(a)) for a in Action}
+    out.print(
+        f"{counts[Action.CREATE]} to create, {counts[Action.UPDATE]} to change live, "
+        f"{counts[Action.MIGRATE]} needing a migration, {counts[Action.EXTRA]} not in the file",
+        highlight=False,
+    )
+    if plan.migrations:
+        out.print("[bold red]apply will refuse until the migrations are done by hand[/]")
+
+
+def _print_change(out: Console, change: Change) -> None:
+    sign, style = _STYLE[change.action]
+    note = {
+        Action.UPDATE: " (live)",
+        Action.MIGRATE: " (needs migration)",
+        Action.EXTRA: " (not in file; apply --prune deletes)",
+    }.get(change.action, "")
+    detail = f": {change.detail}" if change.detail else ""
+    text = escape(f"{sign} {change.action.value} {change.kind} {change.name}{detail}{note}")
+    out.print(
+        f"[{style}]{text}[/]",
+        markup=True,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

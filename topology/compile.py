@@ -1,0 +1,93 @@
+"""Compile a topology spec into the concrete broker objects of DESIGN.md (pure)."""
+
+from __future__ import annotations
+
+from topology import names
+from topology.model import BindingDef, BrokerObjects, ExchangeDef, JsonDict, PolicyDef, QueueDef
+from topology.spec import DownstreamSpec, QueueType, TopologySpec
+
+HASH_HEADER = "order_id"
+# Every shard is bound with the same weight, so each gets an equal share of the hash ring.
+SHARD_WEIGHT = "1"
+
+
+def compile_topology(spec: TopologySpec) -> BrokerObjects:
+    """Turn the spec into exchanges, queues, bindings and policies."""
+    out = BrokerObjects()
+    _compile_entry(spec, out)
+    for name, downstream in spec.downstreams.items():
+        _compile_downstream(spec, name, downstream, out)
+    return out
+
+
+def _compile_entry(spec: TopologySpec, out: BrokerObjects) -> None:
+    ex, log = spec.exchange, spec.log
+    out.add(ExchangeDef(ex.name, "topic", {"alternate-exchange": ex.alternate_exchange}))
+    out.add(ExchangeDef(ex.alternate_exchange, "fanout"))
+    out.add(QueueDef(ex.alternate_exchange, {"x-queue-type": "quorum"}))
+    out.add(BindingDef(ex.alternate_exchange, ex.alternate_exchange, "queue", ""))
+    out.add(QueueDef(log.name, {"x-queue-type": "stream"}))
+    for key in log.routing_keys:
+        out.add(BindingDef(ex.name, log.name, "queue", key))
+    out.add(
+        PolicyDef(
+            log.name,
+            _exact(log.name),
+            {
+                "max-age": f"{log.max_age // 1000}s",
+                "max-length-bytes": log.max_length_bytes,
+                "stream-max-segment-size-bytes": log.max_segment_size_bytes,
+            },
+        )
+    )
+
+
+def _compile_downstream(spec: TopologySpec, d: str, ds: DownstreamSpec, out: BrokerObjects) -> None:
+    qtype = {"x-queue-type": ds.queue_type.value}
+    hash_ex = names.hash_exchange(d)
+    out.add(ExchangeDef(hash_ex, "x-consistent-hash", {"hash-header": HASH_HEADER}))
+    for key in ds.routing_keys:
+        out.add(BindingDef(spec.exchange.name, hash_ex, "exchange", key))
+    for i in range(ds.shards):
+        out.add(QueueDef(names.shard(d, i), {**qtype, "x-single-active-consumer": True}))
+        out.add(BindingDef(hash_ex, names.shard(d, i), "queue", SHARD_WEIGHT))
+    out.add(PolicyDef(f"{d}.shards", names.shard_pattern(d), _shard_policy(d, ds)))
+
+    retry_ex = names.retry_exchange(d)
+    out.add(ExchangeDef(retry_ex, "direct"))
+    for tier, delay in ds.retry.tiers.items():
+        queue = names.retry_queue(d, tier)
+        out.add(QueueDef(queue, dict(qtype)))
+        out.add(BindingDef(retry_ex, queue, "queue", tier))
+        # An expired message dead-letters into the hash exchange, which sends it back
+        # to the shard its order_id hashes to.
+        definition: JsonDict = {"message-ttl": delay, "dead-letter-exchange": hash_ex}
+        definition |= _safe_dead_lettering(ds.queue_type, "reject-publish")
+        out.add(PolicyDef(queue, _exact(queue), definition))
+
+    dead_ex, dlq = names.dead_exchange(d), names.dlq(d)
+    out.add(ExchangeDef(dead_ex, "fanout"))
+    out.add(QueueDef(dlq, dict(qtype)))
+    out.add(BindingDef(dead_ex, dlq, "queue", ""))
+
+
+def _shard_policy(d: str, ds: DownstreamSpec) -> JsonDict:
+    definition: JsonDict = {"dead-letter-exchange": names.dead_exchange(d)}
+    if ds.delivery_limit is not None:
+        definition["delivery-limit"] = ds.delivery_limit
+    if ds.max_length is not None:
+        definition["max-length"] = ds.max_length
+    definition |= _safe_dead_lettering(ds.queue_type, ds.overflow)
+    return definition
+
+
+def _safe_dead_lettering(queue_type: QueueType, overflow: str) -> JsonDict:
+    # Quorum queues dead-letter at-least-once only with reject-publish overflow;
+    # otherwise the broker silently falls back to at-most-once.
+    if queue_type is QueueType.QUORUM and overflow == "reject-publish":
+        return {"overflow": overflow, "dead-letter-strategy": "at-least-once"}
+    return {"overflow": overflow}
+
+
+def _exact(name: str) -> str:
+    return "^" + name.replace(".", r"\.") + "$"

@@ -1,0 +1,218 @@
+"""A small client for the RabbitMQ management HTTP API (httpx)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import httpx
+
+from topology.model import BindingDef, BrokerObjects, ExchangeDef, PolicyDef, QueueDef
+
+
+class ManagementError(Exception):
+    """The management API could not be reached or refused a request."""
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+class ManagementClient:
+    """Typed access to the management API of one broker."""
+
+    def __init__(self, url: str, timeout: float = 15.0) -> None:
+        parts = urlsplit(url)
+        user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
+        host = parts.hostname or "localhost"
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        self.base_url = urlunsplit((parts.scheme or "http", netloc, parts.path.rstrip("/"), "", ""))
+        self.user = user
+        self._http = httpx.Client(
+            base_url=self.base_url + "/api", auth=(user, password), timeout=timeout
+        )
+
+    def __enter__(self) -> ManagementClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._http.close()
+
+    def _request(self, method: str, path: str, json: Any = None, ok404: bool = False) -> Any:
+        try:
+            response = self._http.request(method, path, json=json)
+        except httpx.TransportError as exc:
+            raise ManagementError(
+                f"cannot reach the RabbitMQ management API at {self.base_url} ({exc}); "
+                "is the broker up with rabbitmq_management enabled? (scripts/broker-up)"
+            ) from None
+        if response.status_code == 404 and ok404:
+            return None
+        if response.status_code == 401:
+            raise ManagementError(
+                f"the management API at {self.base_url} refused user {self.user!r}"
+            )
+        if response.status_code >= 400:
+            try:
+                reason = response.json().get("reason", response.text)
+            except ValueError:
+                reason = response.text
+            raise ManagementError(f"{method} {path} failed ({response.status_code}): {reason}")
+        if not response.content:
+            return None
+        return response.json()
+
+    # --- broker and vhosts -------------------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        """The broker overview (versions, totals)."""
+        result: dict[str, Any] = self._request("GET", "/overview")
+        return result
+
+    def vhost_exists(self, vhost: str) -> bool:
+        """Whether the vhost exists."""
+        return self._request("GET", f"/vhosts/{_q(vhost)}", ok404=True) is not None
+
+    def create_vhost(self, vhost: str, user: str | None = None) -> None:
+        """Create the vhost and give user (default: ours) full permissions on it."""
+        self._request("PUT", f"/vhosts/{_q(vhost)}", json={})
+        self.set_permissions(vhost, user or self.user, ".*", ".*", ".*")
+
+    def delete_vhost(self, vhost: str) -> None:
+        """Delete the vhost and everything in it (no error when missing)."""
+        self._request("DELETE", f"/vhosts/{_q(vhost)}", ok404=True)
+
+    def set_permissions(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
+        """Set a user's permissions on a vhost."""
+        body = {"configure": configure, "write": write, "read": read}
+        self._request("PUT", f"/permissions/{_q(vhost)}/{_q(user)}", json=body)
+
+    # --- reading -----------------------------------------------------------------
+
+    def list_objects(self, kind: str, vhost: str) -> list[dict[str, Any]]:
+        """List exchanges, queues, bindings or policies of a vhost."""
+        result: list[dict[str, Any]] | None = self._request(
+            "GET", f"/{kind}/{_q(vhost)}", ok404=True
+        )
+        return result or []
+
+    def queue(self, vhost: str, name: str) -> dict[str, Any] | None:
+        """One queue's details, or None when it does not exist."""
+        result: dict[str, Any] | None = self._request(
+            "GET", f"/queues/{_q(vhost)}/{_q(name)}", ok404=True
+        )
+        return result
+
+    def read_objects(self, vhost: str) -> BrokerObjects:
+        """Read the vhost's exchanges, queues, bindings and policies."""
+        live = BrokerObjects()
+        for e in self.list_objects("exchanges", vhost):
+            live.add(
+                ExchangeDef(
+                    e["name"],
+                    e["type"],
+                    e.get("arguments") or {},
+                    e["durable"],
+                    e["auto_delete"],
+                    e["internal"],
+                )
+            )
+        for q in self.list_objects("queues", vhost):
+            if q.get("exclusive"):
+                continue
+            args = dict(q.get("arguments") or {})
+            if q.get("type") and q["type"] != "classic":
+                args.setdefault("x-queue-type", q["type"])
+            live.add(QueueDef(q["name"], args, q["durable"], q["auto_delete"]))
+        for b in self.list_objects("bindings", vhost):
+            live.add(
+                BindingDef(
+                    b["source"],
+                    b["destination"],
+                    b["destination_type"],
+                    b["routing_key"],
+                    b.get("arguments") or {},
+                )
+            )
+        for p in self.list_objects("policies", vhost):
+            live.add(
+                PolicyDef(p["name"], p["pattern"], p["definition"], p["apply-to"], p["priority"])
+            )
+        return live
+
+    def import_definitions(self, document: dict[str, Any]) -> None:
+        """Import a definitions document (what `rabbitmqctl import_definitions` does)."""
+        self._request("POST", "/definitions", json=document)
+
+    def connections(self, vhost: str | None = None) -> list[dict[str, Any]]:
+        """Open client connections, optionally of one vhost."""
+        path = f"/vhosts/{_q(vhost)}/connections" if vhost else "/connections"
+        result: list[dict[str, Any]] = self._request("GET", path, ok404=True) or []
+        return result
+
+    def close_connection(self, name: str, reason: str = "closed by operator") -> None:
+        """Force-close one client connection."""
+        self._http.headers["X-Reason"] = reason
+        try:
+            self._request("DELETE", f"/connections/{_q(name)}", ok404=True)
+        finally:
+            del self._http.headers["X-Reason"]
+
+    # --- writing -----------------------------------------------------------------
+
+    def declare_exchange(self, vhost: str, ex: ExchangeDef) -> None:
+        """Declare an exchange."""
+        body = {
+            "type": ex.type,
+            "durable": ex.durable,
+            "auto_delete": ex.auto_delete,
+            "internal": ex.internal,
+            "arguments": ex.arguments,
+        }
+        self._request("PUT", f"/exchanges/{_q(vhost)}/{_q(ex.name)}", json=body)
+
+    def declare_queue(self, vhost: str, q: QueueDef) -> None:
+        """Declare a queue."""
+        body = {"durable": q.durable, "auto_delete": q.auto_delete, "arguments": q.arguments}
+        self._request("PUT", f"/queues/{_q(vhost)}/{_q(q.name)}", json=body)
+
+    def bind(self, vhost: str, b: BindingDef) -> None:
+        """Create a binding."""
+        dest = "q" if b.destination_type == "queue" else "e"
+        path = f"/bindings/{_q(vhost)}/e/{_q(b.source)}/{dest}/{_q(b.destination)}"
+        self._request("POST", path, json={"routing_key": b.routing_key, "arguments": b.arguments})
+
+    def unbind(self, vhost: str, b: BindingDef) -> None:
+        """Delete a binding (looked up by its properties key)."""
+        dest = "q" if b.destination_type == "queue" else "e"
+        path = f"/bindings/{_q(vhost)}/e/{_q(b.source)}/{dest}/{_q(b.destination)}"
+        for found in self._request("GET", path, ok404=True) or []:
+            if (
+                found["routing_key"] == b.routing_key
+                and (found.get("arguments") or {}) == b.arguments
+            ):
+                self._request("DELETE", f"{path}/{_q(found['properties_key'])}", ok404=True)
+
+    def put_policy(self, vhost: str, p: PolicyDef) -> None:
+        """Create or replace a policy."""
+        body = {
+            "pattern": p.pattern,
+            "definition": p.definition,
+            "apply-to": p.apply_to,
+            "priority": p.priority,
+        }
+        self._request("PUT", f"/policies/{_q(vhost)}/{_q(p.name)}", json=body)
+
+    def delete(self, kind: str, vhost: str, name: str) -> None:
+        """Delete an exchange, queue or policy by name (no error when missing)."""
+        self._request("DELETE", f"/{kind}/{_q(vhost)}/{_q(name)}", ok404=True)

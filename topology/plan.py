@@ -1,0 +1,181 @@
+"""Diff the desired objects against the live broker: what to create, change, migrate."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from topology import names
+from topology.model import BindingDef, BrokerObjects
+from topology.spec import TopologySpec
+
+# Queue arguments that RabbitMQ cannot change on an existing queue.
+_IMMUTABLE_QUEUE_FIELDS = ("durable", "auto_delete")
+
+
+class Action(StrEnum):
+    """What a change does."""
+
+    CREATE = "create"
+    UPDATE = "update"  # applied live (policies)
+    MIGRATE = "migrate"  # cannot be applied in place
+    EXTRA = "extra"  # on the broker, not in the file: deleted only with --prune
+
+
+@dataclass(frozen=True)
+class Change:
+    """One difference between the file and the broker."""
+
+    action: Action
+    kind: str  # vhost | exchange | queue | binding | policy | downstream
+    name: str
+    detail: str = ""
+    obj: Any = field(default=None, compare=False)
+
+
+@dataclass
+class Plan:
+    """All differences, in the order apply would act on them."""
+
+    vhost: str
+    changes: list[Change] = field(default_factory=list)
+
+    def of(self, action: Action) -> list[Change]:
+        """The changes of one action."""
+        return [c for c in self.changes if c.action is action]
+
+    @property
+    def pending(self) -> bool:
+        """Whether the broker differs from the file at all."""
+        return bool(self.changes)
+
+    @property
+    def migrations(self) -> list[Change]:
+        """Changes that cannot be applied in place."""
+        return self.of(Action.MIGRATE)
+
+
+def make_plan(
+    spec: TopologySpec, desired: BrokerObjects, live: BrokerObjects | None, vhost: str
+) -> Plan:
+    """Compare desired with live (None when the vhost does not exist)."""
+    plan = Plan(vhost)
+    if live is None:
+        plan.changes.append(Change(Action.CREATE, "vhost", vhost))
+        live = BrokerObjects()
+    resharded = _shard_migrations(spec, live, plan)
+    _diff_exchanges(desired, live, plan)
+    _diff_queues(desired, live, plan, skip=resharded)
+    _diff_policies(desired, live, plan)
+    _diff_bindings(desired, live, plan, skip=resharded)
+    return plan
+
+
+def _shard_migrations(spec: TopologySpec, live: BrokerObjects, plan: Plan) -> set[str]:
+    """Report a changed shard count per downstream; return the downstreams affected."""
+    affected = set()
+    for d, ds in spec.downstreams.items():
+        pattern = re.compile(names.shard_pattern(d))
+        live_shards = {q for q in live.queues if pattern.match(q)}
+        want = {names.shard(d, i) for i in range(ds.shards)}
+        if live_shards and live_shards != want:
+            affected.add(d)
+            plan.changes.append(
+                Change(
+                    Action.MIGRATE,
+                    "downstream",
+                    d,
+                    f"shard count {len(live_shards)} -> {ds.shards}: orders would hash to other "
+                    "shards and lose their order; drain the downstream, then recreate its shards",
+                )
+            )
+    return affected
+
+
+def _fields_differ(want: object, have: object, fields: tuple[str, ...]) -> list[str]:
+    return [
+        f"{f} {getattr(have, f)!r} -> {getattr(want, f)!r}"
+        for f in fields
+        if getattr(want, f) != getattr(have, f)
+    ]
+
+
+def _args_differ(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
+    return [
+        f"{k} {have.get(k)!r} -> {want.get(k)!r}"
+        for k in sorted(set(want) | set(have))
+        if want.get(k) != have.get(k)
+    ]
+
+
+def _diff_exchanges(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> None:
+    for name, want in desired.exchanges.items():
+        have = live.exchanges.get(name)
+        if have is None:
+            plan.changes.append(Change(Action.CREATE, "exchange", name, want.type, want))
+            continue
+        diffs = _fields_differ(want, have, ("type", "durable", "auto_delete", "internal"))
+        diffs += _args_differ(want.arguments, have.arguments)
+        if diffs:
+            plan.changes.append(Change(Action.MIGRATE, "exchange", name, "; ".join(diffs), want))
+    for name, have in live.exchanges.items():
+        if name not in desired.exchanges and name and not name.startswith("amq."):
+            plan.changes.append(Change(Action.EXTRA, "exchange", name, have.type, have))
+
+
+def _diff_queues(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: set[str]) -> None:
+    skipped = [re.compile(names.shard_pattern(d)) for d in skip]
+    for name, want in desired.queues.items():
+        if any(p.match(name) for p in skipped):
+            continue
+        have = live.queues.get(name)
+        if have is None:
+            plan.changes.append(Change(Action.CREATE, "queue", name, want.queue_type, want))
+            continue
+        diffs = _fields_differ(want, have, _IMMUTABLE_QUEUE_FIELDS)
+        diffs += _args_differ(want.arguments, have.arguments)
+        if diffs:
+            plan.changes.append(Change(Action.MIGRATE, "queue", name, "; ".join(diffs), want))
+    for name, have in live.queues.items():
+        if name in desired.queues or name.startswith("amq.") or any(p.match(name) for p in skipped):
+            continue
+        plan.changes.append(Change(Action.EXTRA, "queue", name, have.queue_type, have))
+
+
+def _diff_policies(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> None:
+    for name, want in desired.policies.items():
+        have = live.policies.get(name)
+        if have is None:
+            plan.changes.append(
+                Change(Action.CREATE, "policy", name, _render(want.definition), want)
+            )
+            continue
+        diffs = _fields_differ(want, have, ("pattern", "apply_to", "priority"))
+        diffs += _args_differ(want.definition, have.definition)
+        if diffs:
+            plan.changes.append(Change(Action.UPDATE, "policy", name, "; ".join(diffs), want))
+    for name, have in live.policies.items():
+        if name not in desired.policies:
+            plan.changes.append(Change(Action.EXTRA, "policy", name, have.pattern, have))
+
+
+def _diff_bindings(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: set[str]) -> None:
+    def label(b: BindingDef) -> str:
+        return f"{b.source} -> {b.destination_type} {b.destination} [{b.routing_key}]"
+
+    def resharded(b: BindingDef) -> bool:
+        return b.source in skip and b.destination_type == "queue"
+
+    for key, want in desired.bindings.items():
+        if key not in live.bindings and not resharded(want):
+            plan.changes.append(Change(Action.CREATE, "binding", label(want), "", want))
+    for key, have in live.bindings.items():
+        # Bindings of the default exchange are implicit and cannot be removed.
+        if key not in desired.bindings and have.source and not resharded(have):
+            plan.changes.append(Change(Action.EXTRA, "binding", label(have), "", have))
+
+
+def _render(definition: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in definition.items())
