@@ -1,0 +1,13 @@
+# The bus's Python services (topology, producer, workers) in one image.
+FROM python:3.11.7-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY events events
+COPY topology topology
+COPY producer producer
+COPY workers workers
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 bus
+USER bus
+ENV TOPOLOGY_FILE=/app/topology/orders.yaml
+CMD ["python", "-m", "topology", "plan"]

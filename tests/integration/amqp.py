@@ -1,0 +1,70 @@
+"""AMQP helpers for tests: pipelined confirmed publishes and draining queues by consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+
+async def publish_confirmed(
+    channel: AbstractChannel,
+    exchange: str,
+    messages: Iterable[tuple[str, aio_pika.Message]],
+    window: int = 256,
+) -> int:
+    """Publish (routing_key, message) pairs with up to window confirms in flight."""
+    target = await channel.get_exchange(exchange, ensure=False)
+    pending: set[asyncio.Future[object]] = set()
+    count = 0
+    for routing_key, message in messages:
+        pending.add(asyncio.ensure_future(target.publish(message, routing_key)))
+        count += 1
+        if len(pending) >= window:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                fut.result()
+    await asyncio.gather(*pending)
+    return count
+
+
+async def message_count(channel: AbstractChannel, queue: str) -> int:
+    """The exact number of ready messages (passive declare, not the lagging API)."""
+    declared = await channel.declare_queue(queue, passive=True)
+    result = declared.declaration_result
+    return int(result.message_count or 0)
+
+
+async def drain(
+    channel: AbstractChannel,
+    queue: str,
+    count: int,
+    within: float = 30.0,
+    arguments: dict[str, object] | None = None,
+) -> list[AbstractIncomingMessage]:
+    """Consume exactly count messages from queue, acking them; fail on timeout."""
+    received: list[AbstractIncomingMessage] = []
+    if count == 0:
+        return received
+    done = asyncio.get_running_loop().create_future()
+    declared = await channel.get_queue(queue, ensure=False)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        received.append(message)
+        if len(received) % 100 == 0 or len(received) >= count:
+            await message.ack(multiple=True)
+        if len(received) >= count and not done.done():
+            done.set_result(None)
+
+    tag = await declared.consume(on_message, arguments=arguments)
+    try:
+        await asyncio.wait_for(done, within)
+    except TimeoutError:
+        raise AssertionError(
+            f"{queue}: got {len(received)} of {count} messages in {within}s"
+        ) from None
+    finally:
+        await declared.cancel(tag)
+    return received
