@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -55,15 +56,37 @@ class MessageLike(Protocol):
 
 def encode(event: AnyEvent, app_id: str = "order-service") -> aio_pika.Message:
     """Build the persistent AMQP message that carries event."""
+    return message_for(
+        event.model_dump_json().encode(),
+        event_id=str(event.event_id),
+        event_type=event.event_type.value,
+        order_id=event.order_id,
+        seq=event.seq,
+        occurred_at=event.occurred_at,
+        app_id=app_id,
+    )
+
+
+def message_for(
+    body: bytes,
+    *,
+    event_id: str,
+    event_type: str,
+    order_id: str,
+    seq: int,
+    occurred_at: datetime,
+    app_id: str,
+) -> aio_pika.Message:
+    """Build the message for an already-serialized envelope (e.g. an outbox row)."""
     return aio_pika.Message(
-        body=event.model_dump_json().encode(),
+        body=body,
         content_type=CONTENT_TYPE,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=str(event.event_id),
-        type=event.event_type.value,
-        timestamp=event.occurred_at,
+        message_id=event_id,
+        type=event_type,
+        timestamp=occurred_at,
         app_id=app_id,
-        headers={HEADER_ORDER_ID: event.order_id, HEADER_SEQ: event.seq, HEADER_ATTEMPTS: 0},
+        headers={HEADER_ORDER_ID: order_id, HEADER_SEQ: seq, HEADER_ATTEMPTS: 0},
     )
 
 

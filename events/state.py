@@ -40,6 +40,11 @@ def transition(state: OrderState | None, event_type: EventType) -> OrderState:
         raise IllegalTransition(state, event_type) from None
 
 
+def source_state(event_type: EventType) -> OrderState | None:
+    """The only state event_type may follow (None: a new order)."""
+    return next(s for (s, e) in _TRANSITIONS if e is event_type)
+
+
 def next_seq(state: OrderState | None) -> int:
     """Return the seq of the event that may follow state (1 for a new order)."""
     if state is None:

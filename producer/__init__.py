@@ -1,0 +1,1 @@
+"""The order service: order store with a transactional outbox, the relay, simulated traffic."""

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
         description="Management HTTP API base URL with credentials.",
     )
     topology_file: Path = Field(default=DEFAULT_TOPOLOGY_FILE)
+    producer_dsn: str = Field(
+        default="sqlite+aiosqlite:///var/producer.db",
+        description="Order store + outbox: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+    )
+    producer_metrics_port: int | None = Field(default=None, description="Relay metrics HTTP port.")
     log_level: str = "INFO"
     log_json: bool = True
 

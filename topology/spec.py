@@ -116,12 +116,21 @@ class DownstreamSpec(_Spec):
         return self
 
 
+class ProducerSpec(_Spec):
+    """The order service's relay."""
+
+    app_id: Annotated[str, Field(min_length=1, max_length=64)] = "order-service"
+    window: Annotated[int, Field(ge=1, le=10_000)] = 256
+    poll_interval: Annotated[DurationMs, Field(ge=1)] = 50
+
+
 class TopologySpec(_Spec):
     """The whole topology file."""
 
     version: Literal[1] = 1
     exchange: ExchangeSpec = ExchangeSpec()
     log: LogSpec = LogSpec()
+    producer: ProducerSpec = ProducerSpec()
     downstreams: Annotated[dict[DownstreamName, DownstreamSpec], Field(min_length=1)]
 
     @model_validator(mode="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterable
 
 import aio_pika
@@ -68,3 +69,34 @@ async def drain(
     finally:
         await declared.cancel(tag)
     return received
+
+
+async def collect_ids(
+    channel: AbstractChannel,
+    queue: str,
+    expected: set[str],
+    within: float = 60.0,
+    arguments: dict[str, object] | None = None,
+) -> Counter[str]:
+    """Consume queue until every expected message_id was seen; return how often each came."""
+    seen: Counter[str] = Counter()
+    done = asyncio.get_running_loop().create_future()
+    declared = await channel.get_queue(queue, ensure=False)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        seen[message.message_id or ""] += 1
+        await message.ack()
+        if expected <= seen.keys() and not done.done():
+            done.set_result(None)
+
+    tag = await declared.consume(on_message, arguments=arguments)
+    try:
+        await asyncio.wait_for(done, within)
+    except TimeoutError:
+        missing = len(expected - seen.keys())
+        raise AssertionError(
+            f"{queue}: {missing} of {len(expected)} ids missing after {within}s"
+        ) from None
+    finally:
+        await declared.cancel(tag)
+    return seen

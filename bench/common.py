@@ -1,0 +1,44 @@
+"""Shared benchmark plumbing: a throwaway vhost with the topology applied, machine facts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from topology.apply import apply_plan, plan_against
+from topology.compile import compile_topology
+from topology.management import ManagementClient
+from topology.settings import Settings, with_vhost
+from topology.spec import TopologySpec, load_spec
+
+
+@contextmanager
+def fresh_vhost(spec: TopologySpec | None = None) -> Iterator[tuple[str, TopologySpec]]:
+    """A new vhost with the topology applied; yields its AMQP URL and the spec."""
+    settings = Settings()
+    spec = spec or load_spec(settings.topology_file)
+    name = f"bench-{uuid.uuid4().hex[:10]}"
+    with ManagementClient(settings.rabbitmq_management_url) as client:
+        apply_plan(client, plan_against(client, spec, compile_topology(spec), name))
+        try:
+            yield with_vhost(settings.amqp_url, name), spec
+        finally:
+            client.delete_vhost(name)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    settings = Settings()
+    with ManagementClient(settings.rabbitmq_management_url) as client:
+        overview = client.overview()
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "rabbitmq": overview.get("rabbitmq_version"),
+        "erlang": overview.get("erlang_version"),
+    }

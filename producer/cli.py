@@ -1,0 +1,223 @@
+"""`python -m producer relay | simulate`: the order service's relay and simulated traffic."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from producer.db import create_schema, make_engine
+from producer.metrics import RelayMetrics
+from producer.outbox import Outbox
+from producer.relay import Relay
+from producer.simulate import DuplicateRun, run_traffic
+from producer.store import OrderStore
+from topology.logs import configure_logging
+from topology.settings import Settings
+from topology.spec import TopologyFileError, TopologySpec, load_spec
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
+    parser.add_argument("--file", type=Path, default=None, help="topology file")
+    parser.add_argument("--db", default=None, help="store DSN (default: $PRODUCER_DSN)")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve metrics on this port")
+    parser.add_argument("--window", type=_positive(int), default=None, help="confirms in flight")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("relay", help="publish the outbox until SIGTERM")
+    sim = sub.add_parser("simulate", help="simulate orders through the outbox and the relay")
+    sim.add_argument("--orders", type=_positive(int), required=True)
+    sim.add_argument("--rate", type=_positive(float), default=None, help="orders per second")
+    sim.add_argument("--concurrency", type=_positive(int), default=8, help="concurrent customers")
+    sim.add_argument("--seed", type=int, default=None, help="makes the orders reproducible")
+    sim.add_argument("--flaky-rate", type=_fraction, default=0.0)
+    sim.add_argument("--poison-rate", type=_fraction, default=0.0)
+    sim.add_argument("--drain-timeout", type=_positive(float), default=300.0)
+    sim.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit status."""
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    err = Console(stderr=True)
+    try:
+        spec = load_spec(args.file or settings.topology_file)
+        runner = _relay_forever if args.command == "relay" else _simulate
+        return asyncio.run(runner(args, settings, spec))
+    except TopologyFileError as exc:
+        err.print(exc.render(), markup=False, highlight=False)
+    except DuplicateRun as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+    except (SQLAlchemyError, OSError) as exc:
+        err.print(f"error: the order store failed: {exc}", markup=False, highlight=False)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+def _build(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> tuple[Any, Relay]:
+    engine = make_engine(args.db or settings.producer_dsn)
+    registry = CollectorRegistry()
+    port = args.metrics_port or settings.producer_metrics_port
+    if port:
+        start_http_server(port, registry=registry)
+    relay = Relay(
+        Outbox(engine),
+        settings.amqp_url,
+        exchange=spec.exchange.name,
+        app_id=spec.producer.app_id,
+        window=args.window or spec.producer.window,
+        poll_interval=spec.producer.poll_interval / 1000,
+        metrics=RelayMetrics(registry),
+    )
+    return engine, relay
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _relay_forever(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> int:
+    engine, relay = _build(args, settings, spec)
+    await create_schema(engine)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    try:
+        await relay.run(stop)
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _simulate(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> int:
+    engine, relay = _build(args, settings, spec)
+    await create_schema(engine)
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    seed = args.seed if args.seed is not None else random.randrange(1_000_000)
+    relay_task = asyncio.create_task(relay.run(stop))
+    started = time.monotonic()
+    progress = Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+    try:
+        with progress:
+            events = progress.add_task("events written", total=args.orders * 3)
+            confirmed = progress.add_task("events confirmed", total=args.orders * 3)
+            ticker = asyncio.create_task(_tick(progress, confirmed, relay))
+            try:
+                traffic = await run_traffic(
+                    OrderStore(engine),
+                    args.orders,
+                    seed=seed,
+                    concurrency=args.concurrency,
+                    rate=args.rate,
+                    flaky_rate=args.flaky_rate,
+                    poison_rate=args.poison_rate,
+                    on_event=lambda: progress.advance(events),
+                )
+                backlog = await _drain(Outbox(engine), args.drain_timeout, stop)
+            finally:
+                ticker.cancel()
+                progress.update(confirmed, completed=relay.stats.confirmed)
+    finally:
+        stop.set()
+        await relay_task
+        await engine.dispose()
+    elapsed = time.monotonic() - started
+    summary = {
+        "seed": seed,
+        "orders": traffic.orders,
+        "events": traffic.events,
+        "flaky_orders": traffic.flaky_orders,
+        "poison_orders": traffic.poison_orders,
+        "published": relay.stats.published,
+        "confirmed": relay.stats.confirmed,
+        "nacked": relay.stats.nacked,
+        "returned": relay.stats.returned,
+        "reconnects": relay.stats.reconnects,
+        "outbox_backlog": backlog,
+        "elapsed_s": round(elapsed, 3),
+        "events_per_s": round(traffic.events / elapsed, 1),
+    }
+    _print_summary(summary, args.json)
+    if backlog:
+        Console(stderr=True).print(
+            f"error: {backlog} event(s) still unconfirmed after {args.drain_timeout}s "
+            "(they stay in the outbox; `python -m producer relay` will publish them)"
+        )
+        return 1
+    return 0
+
+
+async def _tick(progress: Progress, task: Any, relay: Relay) -> None:
+    while True:
+        progress.update(task, completed=relay.stats.confirmed)
+        await asyncio.sleep(0.2)
+
+
+async def _drain(outbox: Outbox, within: float, stop: asyncio.Event) -> int:
+    """Wait until the relay has confirmed everything; return what is left."""
+    deadline = time.monotonic() + within
+    while (left := await outbox.backlog()) and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+        if stop.is_set():
+            break
+    return left
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table(title="simulation", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key.replace("_", " "), str(value))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

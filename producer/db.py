@@ -1,0 +1,85 @@
+"""The order service's database: orders and the outbox, SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+metadata = MetaData()
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("total", Numeric(14, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+
+# One row per event, in commit order of its order's transitions; the relay publishes by id.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("order_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("occurred_at_ms", BigInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("sent_at_ms", BigInteger, nullable=True),
+)
+Index(
+    "outbox_unsent",
+    outbox.c.id,
+    sqlite_where=outbox.c.sent_at_ms.is_(None),
+    postgresql_where=outbox.c.sent_at_ms.is_(None),
+)
+
+
+def make_engine(dsn: str) -> AsyncEngine:
+    """Create the async engine; SQLite gets WAL, a busy timeout and its folder."""
+    url = make_url(dsn)
+    kwargs: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    engine = create_async_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+async def create_schema(engine: AsyncEngine) -> None:
+    """Create the tables if they do not exist."""
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
