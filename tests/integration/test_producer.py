@@ -109,6 +109,17 @@ async def test_illegal_transitions_raise_and_write_nothing(backend: str, tmp_pat
         assert await _outbox_count(engine) == before + 1
 
 
+def _process_env(vhost: Vhost, db: Path, topology: Path) -> dict[str, str]:
+    """Environment for a producer subprocess pointed at this test's vhost and store."""
+    return {
+        **os.environ,
+        "AMQP_URL": vhost.amqp_url,
+        "PRODUCER_DSN": f"sqlite+aiosqlite:///{db}",
+        "TOPOLOGY_FILE": str(topology),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -137,7 +148,7 @@ async def _scrape(port: int, *names: str, within: float = 10.0) -> dict[str, flo
             await asyncio.sleep(0.25)
 
 
-async def _publish_everything_then_check_stream(
+async def _stream_ids(
     vhost: Vhost, spec: TopologySpec, engine: Any, expected: list[str]
 ) -> dict[str, int]:
     connection = await aio_pika.connect(vhost.amqp_url)
@@ -165,7 +176,7 @@ async def test_rows_committed_while_no_relay_runs_are_published_when_one_starts(
         async with running_relay(engine, vhost.amqp_url, fast_spec) as relay:
             await wait_for_backlog(engine)
         assert relay.stats.confirmed == 300
-        seen = await _publish_everything_then_check_stream(vhost, fast_spec, engine, expected)
+        seen = await _stream_ids(vhost, fast_spec, engine, expected)
         assert set(seen) == set(expected)
 
 
@@ -186,7 +197,7 @@ async def test_relay_cancelled_mid_window_and_restarted_loses_nothing(
         assert await Outbox(engine).backlog() > 0
         async with running_relay(engine, vhost.amqp_url, fast_spec):
             await wait_for_backlog(engine)
-        seen = await _publish_everything_then_check_stream(vhost, fast_spec, engine, expected)
+        seen = await _stream_ids(vhost, fast_spec, engine, expected)
         assert set(seen) == set(expected)
 
 
@@ -194,14 +205,7 @@ async def test_relay_process_killed_and_restarted_loses_nothing(
     vhost: Vhost, fast_spec: TopologySpec, tmp_path: Path, topology_file: Any
 ) -> None:
     vhost.apply(fast_spec)
-    dsn = f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}"
-    env = {
-        **os.environ,
-        "AMQP_URL": vhost.amqp_url,
-        "PRODUCER_DSN": dsn,
-        "TOPOLOGY_FILE": str(topology_file(topologies.fast_data())),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = _process_env(vhost, tmp_path / "orders.db", topology_file(topologies.fast_data()))
     async with store_engine("sqlite", tmp_path) as engine:
         await run_traffic(OrderStore(engine), 1500, seed=13)
         expected = await outbox_ids(engine)
@@ -224,7 +228,7 @@ async def test_relay_process_killed_and_restarted_loses_nothing(
         finally:
             relay.send_signal(signal.SIGTERM)
             assert relay.wait(30) == 0, "the relay did not stop cleanly on SIGTERM"
-        seen = await _publish_everything_then_check_stream(vhost, fast_spec, engine, expected)
+        seen = await _stream_ids(vhost, fast_spec, engine, expected)
         assert set(seen) == set(expected)
 
 
@@ -277,7 +281,7 @@ async def test_connection_closed_by_the_broker_is_reconnected_and_nothing_is_mis
         assert relay.stats.reconnects >= 1
         expected = await outbox_ids(engine)
         assert len(expected) == 1800
-        seen = await _publish_everything_then_check_stream(vhost, fast_spec, engine, expected)
+        seen = await _stream_ids(vhost, fast_spec, engine, expected)
         assert set(seen) == set(expected)
 
 
@@ -285,13 +289,7 @@ async def test_simulate_200_orders_fills_every_downstream_and_the_stream(
     vhost: Vhost, fast_spec: TopologySpec, tmp_path: Path, topology_file: Any
 ) -> None:
     vhost.apply(fast_spec)
-    env = {
-        **os.environ,
-        "AMQP_URL": vhost.amqp_url,
-        "PRODUCER_DSN": f"sqlite+aiosqlite:///{tmp_path / 'sim.db'}",
-        "TOPOLOGY_FILE": str(topology_file(topologies.fast_data())),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = _process_env(vhost, tmp_path / "sim.db", topology_file(topologies.fast_data()))
     done = subprocess.run(
         [
             sys.executable,
