@@ -16,9 +16,9 @@ from aio_pika.abc import AbstractExchange
 from aiormq.exceptions import DeliveryError, PublishError
 from prometheus_client import CollectorRegistry
 
-from producer.backoff import backoff_delay
 from producer.metrics import RelayMetrics
 from producer.outbox import Outbox, OutboxRow
+from topology.backoff import backoff_delay
 
 log = structlog.get_logger("producer.relay")
 
