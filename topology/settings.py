@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         description="Order store + outbox: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
     )
     producer_metrics_port: int | None = Field(default=None, description="Relay metrics HTTP port.")
+    workers_dsn: str | None = Field(
+        default=None,
+        description="Downstream stores on PostgreSQL (a schema each); default: a SQLite file each.",
+    )
+    workers_store_dir: Path = Field(default=Path("var/stores"))
+    workers_metrics_port: int | None = Field(default=None, description="Worker metrics HTTP port.")
     log_level: str = "INFO"
     log_json: bool = True
 

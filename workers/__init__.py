@@ -1,0 +1,1 @@
+"""The downstream workers: consume, order, retry, dead-letter, apply once."""

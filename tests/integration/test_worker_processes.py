@@ -1,0 +1,196 @@
+"""Worker processes: SIGKILL and restart, slow downstream isolation, two copies of one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from tests import topologies
+from tests.factories import order_events
+from tests.integration.conftest import Vhost
+from tests.integration.worker_fixtures import (
+    by_order,
+    inbox_counts,
+    publish_events,
+    running_workers,
+    wait_for,
+)
+from topology import names
+from workers.handlers.inventory import InventoryHandler
+from workers.store import DownstreamStore
+
+pytestmark = pytest.mark.integration
+
+
+@contextmanager
+def worker_process(
+    vhost: Vhost, topology: Path, store_dir: Path, *downstreams: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m workers ...` as a child process; killed at the end if still running."""
+    env = {
+        **os.environ,
+        "AMQP_URL": vhost.amqp_url,
+        "TOPOLOGY_FILE": str(topology),
+        "WORKERS_STORE_DIR": str(store_dir),
+        "LOG_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "workers", *downstreams], env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+async def _inventory(store_dir: Path, spec: Any) -> DownstreamStore:
+    handler = InventoryHandler(spec.downstreams["inventory"])
+    return await DownstreamStore.open("inventory", handler.metadata, None, store_dir)
+
+
+async def _count(store: DownstreamStore) -> int:
+    return len(await store.inbox_rows())
+
+
+async def test_sigkilled_worker_restarts_with_nothing_lost_or_applied_twice(
+    vhost: Vhost, tmp_path: Path, topology_file: Any
+) -> None:
+    data = topologies.fast_data()
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    path = topology_file(data)
+    orders = [order_events(f"ord-{i:04d}") for i in range(1000)]
+    store = await _inventory(tmp_path, spec)
+    try:
+        with worker_process(vhost, path, tmp_path, "inventory") as first:
+            await publish_events(vhost.amqp_url, [e for o in orders for e in o])
+            await wait_for(lambda: _over(store, 600), what="some events applied")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        killed_at = await _count(store)
+        assert killed_at < 3000, "the worker finished before it could be killed"
+        with worker_process(vhost, path, tmp_path, "inventory") as second:
+            await wait_for(lambda: _over(store, 2999), within=90, what="all applied after restart")
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0, "the worker did not stop cleanly on SIGTERM"
+        rows = await store.inbox_rows()
+        assert len(rows) == 3000 and len({r.event_id for r in rows}) == 3000
+        assert all(s == [1, 2, 3] for s in by_order(rows).values())
+        stock = InventoryHandler(spec.downstreams["inventory"]).stock
+        [(reserved,)] = await store.query(select(func.sum(stock.c.reserved)))
+        # Every created event reserves 3 units; once each, even across the kill.
+        assert reserved == 3 * 1000
+    finally:
+        await store.close()
+
+
+async def _over(store: DownstreamStore, n: int) -> bool:
+    return await _count(store) > n
+
+
+async def test_a_slow_downstream_delays_only_itself(vhost: Vhost, tmp_path: Path) -> None:
+    data = topologies.fast_data()
+    data["downstreams"] = {
+        "inventory": data["downstreams"]["inventory"],
+        "warehouse": {
+            **data["downstreams"]["warehouse"],
+            "handler_time": "200ms",
+            "batch": {"size": 100, "linger": "50ms"},
+        },
+    }
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    orders = [order_events(f"ord-{i:04d}") for i in range(1000)]
+    # The backlog is there before the workers start, so neither is paced by the publisher.
+    await publish_events(vhost.amqp_url, [e for o in orders for e in o])
+    async with running_workers(vhost.amqp_url, spec, tmp_path) as workers:
+        await wait_for(lambda: _done(workers, "inventory"), within=60, what="inventory done")
+        counts = await inbox_counts(workers)
+        assert counts["inventory"] == 3000
+        # At 100 events per 200 ms the warehouse needs 6 s for 3,000: well over a second of
+        # its work must still be waiting when inventory is done.
+        assert counts["warehouse"] <= 3000 - 500, f"warehouse kept up ({counts}): proves nothing"
+        await wait_for(lambda: _done(workers, "warehouse"), within=60, what="warehouse done")
+
+
+async def _done(workers: Any, name: str) -> bool:
+    return (await inbox_counts(workers))[name] == 3000
+
+
+async def test_two_processes_one_reads_each_shard_and_the_other_takes_over(
+    vhost: Vhost, tmp_path: Path, topology_file: Any
+) -> None:
+    data = topologies.fast_data()
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    path = topology_file(data)
+    shards = [names.shard("inventory", i) for i in range(spec.downstreams["inventory"].shards)]
+    store = await _inventory(tmp_path, spec)
+    first_half = [order_events(f"ord-a{i:03d}") for i in range(300)]
+    second_half = [order_events(f"ord-b{i:03d}") for i in range(300)]
+    try:
+        with worker_process(vhost, path, tmp_path, "inventory") as first:
+            await wait_for(
+                lambda: _active_pids(vhost, shards, expect_consumers=1), what="first consuming"
+            )
+            with worker_process(vhost, path, tmp_path, "inventory") as second:
+                active = await wait_for(
+                    lambda: _active_pids(vhost, shards, expect_consumers=2),
+                    within=30,
+                    what="both processes subscribed",
+                )
+                assert active == {first.pid}, (
+                    "single active consumer: the first process reads every shard"
+                )
+                await publish_events(vhost.amqp_url, [e for o in first_half for e in o])
+                await wait_for(lambda: _over(store, 899), what="first half applied")
+                first.send_signal(signal.SIGKILL)
+                first.wait(10)
+                await publish_events(vhost.amqp_url, [e for o in second_half for e in o])
+                await wait_for(
+                    lambda: _over(store, 1799), within=60, what="second process took over"
+                )
+                # The management API's consumer details lag by its stats interval.
+                survivor = await wait_for(
+                    lambda: _active_pids(vhost, shards, expect_consumers=1),
+                    within=30,
+                    what="only the second process left",
+                )
+                assert survivor == {second.pid}
+        rows = await store.inbox_rows()
+        assert len(rows) == 1800
+        assert all(s == [1, 2, 3] for s in by_order(rows).values())
+    finally:
+        await store.close()
+
+
+async def _active_pids(vhost: Vhost, shards: list[str], expect_consumers: int) -> set[int] | None:
+    """Pids of the processes active on the shards, once each shard has expect_consumers."""
+    owners = {
+        c["name"]: (c.get("client_properties") or {}).get("connection_name", "")
+        for c in vhost.client.connections(vhost.name)
+    }
+    pids = set()
+    for shard in shards:
+        queue = vhost.client.queue(vhost.name, shard) or {}
+        details = queue.get("consumer_details") or []
+        if len(details) != expect_consumers:
+            return None
+        active = [c for c in details if c.get("active")]
+        if len(active) != 1:
+            return None
+        # The broker names connections by address; the worker's own name carries its pid.
+        name = owners.get(active[0]["channel_details"].get("connection_name", ""), "")
+        if not name.startswith("worker:"):
+            return None
+        pids.add(int(name.rsplit(":", 1)[-1]))
+    return pids

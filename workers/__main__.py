@@ -1,0 +1,9 @@
+"""Entry point of `python -m workers`."""
+
+from __future__ import annotations
+
+import sys
+
+from workers.cli import main
+
+sys.exit(main())

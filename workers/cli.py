@@ -1,0 +1,66 @@
+"""`python -m workers all | <downstream> ...`: consume until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
+
+from topology.logs import configure_logging
+from topology.settings import Settings
+from topology.spec import TopologyFileError, TopologySpec, load_spec
+from workers.app import UnknownDownstream, build
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument("downstreams", nargs="+", help="'all' or downstream names from the file")
+    parser.add_argument("--file", type=Path, default=None, help="topology file")
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve metrics on this port")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the workers; return the exit status."""
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    err = Console(stderr=True)
+    try:
+        spec = load_spec(args.file or settings.topology_file)
+        return asyncio.run(_run(args, settings, spec))
+    except TopologyFileError as exc:
+        err.print(exc.render(), markup=False, highlight=False)
+    except UnknownDownstream as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+    except (SQLAlchemyError, OSError) as exc:
+        err.print(f"error: a downstream store failed: {exc}", markup=False, highlight=False)
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+async def _run(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> int:
+    registry = CollectorRegistry()
+    port = args.metrics_port or settings.workers_metrics_port
+    if port:
+        start_http_server(port, registry=registry)
+    workers = await build(spec, args.downstreams, settings, registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await workers.run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""What every downstream handler shares: simulated work, simulated faults, its tables."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Connection, MetaData
+
+from events import AnyEvent, OrderCreatedEvent
+from events.simulation import behaviour_of
+from topology.spec import DownstreamSpec
+from workers.errors import NonRetryableError, TransientError
+from workers.store import inbox_table, progress_table
+
+# A test or chaos hook: called before the handler with (event, attempts so far); may raise.
+FaultHook = Callable[[AnyEvent, int], None]
+
+
+class Handler:
+    """A downstream's effect: `check` per event (may fail), `write` per batch (in the txn)."""
+
+    name = "null"
+
+    def __init__(self, spec: DownstreamSpec, faults: FaultHook | None = None) -> None:
+        self.faults = faults
+        batched = spec.batch is not None
+        self.event_time = 0.0 if batched else spec.handler_time / 1000
+        self.batch_time = spec.handler_time / 1000 if batched else 0.0
+        self.metadata = MetaData()
+        inbox_table(self.metadata)
+        progress_table(self.metadata)
+        self.define_tables(self.metadata)
+
+    def define_tables(self, metadata: MetaData) -> None:
+        """Add the handler's own tables."""
+
+    async def check(self, event: AnyEvent, attempts: int) -> None:
+        """Do the event's work outside the transaction; raise to retry or dead-letter it."""
+        if self.faults:
+            self.faults(event, attempts)
+        if isinstance(event, OrderCreatedEvent):
+            for item in event.payload.items:
+                marker = behaviour_of(item.sku)
+                if marker.poison:
+                    raise NonRetryableError(f"SKU {item.sku} cannot be handled")
+                if attempts < marker.transient_failures:
+                    outage = f"{attempts + 1}/{marker.transient_failures}"
+                    raise TransientError(f"SKU {item.sku}: simulated outage {outage}")
+        if self.event_time:
+            await asyncio.sleep(self.event_time)
+
+    async def before_batch(self, events: Sequence[AnyEvent]) -> None:
+        """Work done once per batch (the warehouse's load), outside the transaction."""
+        if self.batch_time:
+            await asyncio.sleep(self.batch_time)
+
+    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+        """Apply a batch's effects inside the store transaction."""

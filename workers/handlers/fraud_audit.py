@@ -1,0 +1,72 @@
+"""fraud_audit: appends every event to an audit trail and flags orders by simple rules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table
+
+from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent, PaymentMethod
+from workers.handlers.base import Handler
+
+LARGE_ORDER = Decimal("1000.00")
+GIFT_CARD_LIMIT = Decimal("500.00")
+
+
+def flag_of(event: AnyEvent) -> str | None:
+    """The rule an event trips, if any."""
+    if isinstance(event, OrderCreatedEvent) and event.payload.total >= LARGE_ORDER:
+        return "large-order"
+    if (
+        isinstance(event, OrderPaidEvent)
+        and event.payload.method is PaymentMethod.GIFT_CARD
+        and event.payload.amount >= GIFT_CARD_LIMIT
+    ):
+        return "high-value-gift-card"
+    return None
+
+
+class FraudAuditHandler(Handler):
+    """audit(event_id, order_id, seq, event_type, recorded_at_ms), flags(order_id, rule)."""
+
+    name = "fraud_audit"
+
+    def define_tables(self, metadata: MetaData) -> None:
+        """The audit trail and the flags."""
+        self.audit = Table(
+            "audit",
+            metadata,
+            Column("event_id", String(36), primary_key=True),
+            Column("order_id", String(64), nullable=False),
+            Column("seq", Integer, nullable=False),
+            Column("event_type", String(32), nullable=False),
+            Column("recorded_at_ms", BigInteger, nullable=False),
+        )
+        self.flags = Table(
+            "flags",
+            metadata,
+            Column("order_id", String(64), primary_key=True),
+            Column("rule", String(64), primary_key=True),
+        )
+
+    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+        """Audit every event; flag what trips a rule."""
+        now = int(time.time() * 1000)
+        conn.execute(
+            self.audit.insert(),
+            [
+                {
+                    "event_id": str(e.event_id),
+                    "order_id": e.order_id,
+                    "seq": e.seq,
+                    "event_type": e.event_type.value,
+                    "recorded_at_ms": now,
+                }
+                for e in events
+            ],
+        )
+        flags = [{"order_id": e.order_id, "rule": r} for e in events if (r := flag_of(e))]
+        if flags:
+            conn.execute(self.flags.insert(), flags)

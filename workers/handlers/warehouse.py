@@ -1,0 +1,50 @@
+"""warehouse: appends every event as a fact row, a batch per transaction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, Text
+
+from events import AnyEvent
+from workers.handlers.base import Handler
+
+
+class WarehouseHandler(Handler):
+    """facts(event_id, order_id, seq, event_type, occurred_at_ms, payload, loaded_at_ms)."""
+
+    name = "warehouse"
+
+    def define_tables(self, metadata: MetaData) -> None:
+        """The fact table."""
+        self.facts = Table(
+            "facts",
+            metadata,
+            Column("event_id", String(36), primary_key=True),
+            Column("order_id", String(64), nullable=False),
+            Column("seq", Integer, nullable=False),
+            Column("event_type", String(32), nullable=False),
+            Column("occurred_at_ms", BigInteger, nullable=False),
+            Column("payload", Text, nullable=False),
+            Column("loaded_at_ms", BigInteger, nullable=False),
+        )
+
+    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+        """One fact row per event."""
+        loaded = int(time.time() * 1000)
+        conn.execute(
+            self.facts.insert(),
+            [
+                {
+                    "event_id": str(e.event_id),
+                    "order_id": e.order_id,
+                    "seq": e.seq,
+                    "event_type": e.event_type.value,
+                    "occurred_at_ms": int(e.occurred_at.timestamp() * 1000),
+                    "payload": e.payload.model_dump_json(),
+                    "loaded_at_ms": loaded,
+                }
+                for e in events
+            ],
+        )

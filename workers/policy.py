@@ -1,0 +1,139 @@
+"""What to do with a delivery that cannot be applied now: pure decisions and headers."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from events.codec import HEADER_ATTEMPTS
+from topology.spec import RetrySpec
+from workers.errors import NonRetryableError
+
+HEADER_DEFERRALS = "x-deferrals"
+STACK_LIMIT = 4000
+MESSAGE_LIMIT = 1000
+# Headers RabbitMQ adds on dead-lettering; dropped on republish so they do not pile up.
+_BROKER_DEATH_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+)
+
+
+class DeadReason(StrEnum):
+    """Why an event is in the DLQ (header x-dead-reason)."""
+
+    MALFORMED = "malformed"
+    NON_RETRYABLE = "non-retryable"
+    RETRIES_EXHAUSTED = "retries-exhausted"
+    BLOCKED_BY_PREDECESSOR = "blocked-by-predecessor"
+    PREDECESSOR_MISSING = "predecessor-missing"
+    DELIVERY_LIMIT = "delivery-limit"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Republish to a retry tier."""
+
+    tier: str
+    headers: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Republish to the DLQ; park the order unless it is malformed or already blocked."""
+
+    reason: DeadReason
+    headers: dict[str, Any]
+
+    @property
+    def parks(self) -> bool:
+        """Whether this dead-lettering parks the order behind it."""
+        return self.reason not in (DeadReason.MALFORMED, DeadReason.BLOCKED_BY_PREDECESSOR)
+
+
+def attempts_of(headers: Mapping[str, Any]) -> int:
+    """The failed attempts a message has had (x-attempts, 0 when absent or bad)."""
+    return _count(headers, HEADER_ATTEMPTS)
+
+
+def deferrals_of(headers: Mapping[str, Any]) -> int:
+    """How often a message has been deferred waiting for a predecessor."""
+    return _count(headers, HEADER_DEFERRALS)
+
+
+def _count(headers: Mapping[str, Any], name: str) -> int:
+    value = headers.get(name, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _carried(headers: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in headers.items() if k not in _BROKER_DEATH_HEADERS}
+
+
+def on_failure(
+    headers: Mapping[str, Any], exc: BaseException, retry: RetrySpec, queue: str
+) -> Retry | DeadLetter:
+    """A handler failed: retry through the tier for this attempt, or dead-letter."""
+    attempts = attempts_of(headers) + 1
+    if isinstance(exc, NonRetryableError):
+        return DeadLetter(
+            DeadReason.NON_RETRYABLE,
+            dead_headers(headers, DeadReason.NON_RETRYABLE, exc, queue, attempts),
+        )
+    if attempts >= retry.max_attempts:
+        return DeadLetter(
+            DeadReason.RETRIES_EXHAUSTED,
+            dead_headers(headers, DeadReason.RETRIES_EXHAUSTED, exc, queue, attempts),
+        )
+    tiers = list(retry.tiers)
+    tier = tiers[min(attempts - 1, len(tiers) - 1)]
+    return Retry(tier, {**_carried(headers), HEADER_ATTEMPTS: attempts})
+
+
+def on_gap(
+    headers: Mapping[str, Any], parked: bool, retry: RetrySpec, queue: str, detail: str
+) -> Retry | DeadLetter:
+    """A predecessor is missing: wait through the first tier (attempts untouched), or DLQ."""
+    if parked:
+        reason = DeadReason.BLOCKED_BY_PREDECESSOR
+        return DeadLetter(reason, dead_headers(headers, reason, None, queue, None, detail))
+    deferrals = deferrals_of(headers) + 1
+    if deferrals > retry.max_deferrals:
+        reason = DeadReason.PREDECESSOR_MISSING
+        return DeadLetter(reason, dead_headers(headers, reason, None, queue, None, detail))
+    return Retry(next(iter(retry.tiers)), {**_carried(headers), HEADER_DEFERRALS: deferrals})
+
+
+def dead_headers(
+    headers: Mapping[str, Any],
+    reason: DeadReason,
+    exc: BaseException | None,
+    queue: str,
+    attempts: int | None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    """The original headers plus the failure context of the wire contract."""
+    out = _carried(headers)
+    out["x-dead-reason"] = reason.value
+    out["x-failed-at"] = datetime.now(UTC).isoformat()
+    out["x-failed-queue"] = queue
+    if attempts is not None:
+        out[HEADER_ATTEMPTS] = attempts
+    if exc is not None:
+        out["x-error-type"] = type(exc).__qualname__
+        out["x-error-message"] = str(exc)[:MESSAGE_LIMIT]
+        stack = "".join(traceback.format_exception(exc))
+        out["x-error-stack"] = stack[-STACK_LIMIT:]
+    elif detail:
+        out["x-error-type"] = reason.value
+        out["x-error-message"] = detail[:MESSAGE_LIMIT]
+    return out
