@@ -24,13 +24,18 @@ async def publish_all(amqp_url: str, events: Iterable[AnyEvent], window: int = 5
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("orders", ensure=False)
         slots = asyncio.Semaphore(window)
-        pending: set[asyncio.Future[object]] = set()
+        pending: set[asyncio.Future[Any]] = set()
+
+        def settled(fut: asyncio.Future[Any]) -> None:
+            slots.release()
+            pending.discard(fut)
+
         count = 0
         for event in events:
             await slots.acquire()
             fut = asyncio.ensure_future(exchange.publish(encode(event), event.event_type.value))
             pending.add(fut)
-            fut.add_done_callback(lambda f: (slots.release(), pending.discard(f)))
+            fut.add_done_callback(settled)
             count += 1
         await asyncio.gather(*pending)
         return count

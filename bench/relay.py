@@ -17,6 +17,7 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -87,9 +88,9 @@ async def raw_publisher(amqp_url: str, exchange: str, rows: list[OutboxRow], win
         channel = await connection.channel(publisher_confirms=True)
         target = await channel.get_exchange(exchange, ensure=False)
         slots = asyncio.Semaphore(window)
-        pending: set[asyncio.Future[object]] = set()
+        pending: set[asyncio.Future[Any]] = set()
 
-        def release(fut: asyncio.Future[object]) -> None:
+        def release(fut: asyncio.Future[Any]) -> None:
             slots.release()
             pending.discard(fut)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,7 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from topology.logs import configure_logging
 from topology.settings import Settings
 from topology.spec import TopologyFileError, TopologySpec, load_spec
-from workers.app import UnknownDownstream, build
+from workers.app import UnknownDownstream, build, choose
+from workers.supervisor import run_processes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("downstreams", nargs="+", help="'all' or downstream names from the file")
     parser.add_argument("--file", type=Path, default=None, help="topology file")
     parser.add_argument("--metrics-port", type=int, default=None, help="serve metrics on this port")
+    parser.add_argument(
+        "--single-process",
+        action="store_true",
+        help="run every downstream in this process (default: one process each when the "
+        "machine has more than one core; their metrics ports count up from --metrics-port)",
+    )
     return parser
 
 
@@ -49,8 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> int:
-    registry = CollectorRegistry()
     port = args.metrics_port or settings.workers_metrics_port
+    chosen = choose(spec, args.downstreams)
+    if not args.single_process and len(chosen) > 1 and (os.cpu_count() or 1) > 1:
+        extra = ["--file", str(args.file)] if args.file else []
+        return await run_processes(chosen, extra, port)
+    registry = CollectorRegistry()
     if port:
         start_http_server(port, registry=registry)
     workers = await build(spec, args.downstreams, settings, registry)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -52,6 +55,12 @@ def worker_process(
             proc.wait(10)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def _inventory(store_dir: Path, spec: Any) -> DownstreamStore:
     handler = InventoryHandler(spec.downstreams["inventory"])
     return await DownstreamStore.open("inventory", handler.metadata, None, store_dir)
@@ -78,8 +87,18 @@ async def test_sigkilled_worker_restarts_with_nothing_lost_or_applied_twice(
             first.wait(10)
         killed_at = await _count(store)
         assert killed_at < 3000, "the worker finished before it could be killed"
-        with worker_process(vhost, path, tmp_path, "inventory") as second:
+        port = _free_port()
+        with worker_process(
+            vhost, path, tmp_path, "inventory", "--metrics-port", str(port)
+        ) as second:
             await wait_for(lambda: _over(store, 2999), within=90, what="all applied after restart")
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            applied = [
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith('bus_worker_applied_total{downstream="inventory"}')
+            ]
+            assert applied and 0 < applied[0] <= 3000 - killed_at
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0, "the worker did not stop cleanly on SIGTERM"
         rows = await store.inbox_rows()
@@ -194,3 +213,41 @@ async def _active_pids(vhost: Vhost, shards: list[str], expect_consumers: int) -
             return None
         pids.add(int(name.rsplit(":", 1)[-1]))
     return pids
+
+
+async def test_several_downstreams_run_a_process_each_and_stop_together(
+    vhost: Vhost, tmp_path: Path, topology_file: Any
+) -> None:
+    data = topologies.fast_data()
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    orders = [order_events(f"ord-{i:03d}") for i in range(40)]
+    await publish_events(vhost.amqp_url, [e for o in orders for e in o])
+    with worker_process(vhost, topology_file(data), tmp_path, "inventory", "loyalty") as proc:
+        for d in ("inventory", "loyalty"):
+            await wait_for(lambda d=d: _inbox_file_count(tmp_path / f"{d}.db", 120), what=d)
+        owners = await wait_for(lambda: _worker_connections(vhost), what="both connected")
+        # One connection per downstream, each from a process of its own (not the supervisor).
+        assert {name.split(":")[1] for name in owners} == {"inventory", "loyalty"}
+        assert len({name.split(":")[2] for name in owners}) == 2
+        assert str(proc.pid) not in {name.split(":")[2] for name in owners}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+async def _inbox_file_count(path: Path, expected: int) -> bool:
+    """Whether a SQLite store's inbox holds exactly `expected` rows."""
+    try:
+        with sqlite3.connect(path) as db:
+            return bool(db.execute("SELECT count(*) FROM inbox").fetchone()[0] == expected)
+    except sqlite3.Error:
+        return False
+
+
+async def _worker_connections(vhost: Vhost) -> set[str] | None:
+    names = {
+        (c.get("client_properties") or {}).get("connection_name", "")
+        for c in vhost.client.connections(vhost.name)
+    }
+    workers = {n for n in names if n.startswith("worker:")}
+    return workers if len(workers) == 2 else None

@@ -15,6 +15,7 @@ from events import AnyEvent, encode
 from tests.factories import order_events
 from tests.integration.amqp import drain, publish_confirmed
 from tests.integration.conftest import Vhost
+from tests.integration.producer_fixtures import postgres_database
 from tests.integration.worker_fixtures import (
     by_order,
     inbox_counts,
@@ -179,3 +180,29 @@ async def test_duplicates_apply_once_and_reversed_order_applies_in_order(
         reserved = dict(await inventory.store.query(select(stock.c.sku, stock.c.reserved)))
         # Each order reserves 2 x SKU-1 and 1 x SKU-2: applied once each, not three times.
         assert reserved == {"SKU-1": 4, "SKU-2": 2}
+
+
+async def test_postgresql_stores_take_the_same_path(
+    vhost: Vhost, fast_spec: TopologySpec, tmp_path: Path
+) -> None:
+    vhost.apply(fast_spec)
+    orders = [order_events(f"ord-{i:03d}") for i in range(30)]
+    async with postgres_database() as dsn:
+        async with running_workers(
+            vhost.amqp_url, fast_spec, tmp_path, names=["inventory", "loyalty"], dsn=dsn
+        ) as workers:
+            assert all(not w.store.inline for w in workers.workers)
+            await publish_events(vhost.amqp_url, [e for o in orders for e in o])
+            expected = {"inventory": 90, "loyalty": 90}
+            await wait_for(lambda: _equal(inbox_counts(workers), expected), what="applied on PG")
+            for worker in workers.workers:
+                rows = await worker.store.inbox_rows()
+                assert all(s == [1, 2, 3] for s in by_order(rows).values())
+            loyalty = next(w for w in workers.workers if w.name == "loyalty")
+            points = loyalty.handler.points  # type: ignore[attr-defined]
+            balances = dict(
+                await loyalty.store.query(select(points.c.customer_id, points.c.points))
+            )
+            # order_events: 2 x 9.99 + 5.00 = 24.98 paid per order -> 24 points each.
+            assert balances == {f"cust-ord-{i:03d}": 24 for i in range(30)}
+        assert not list(tmp_path.glob("*.db")), "PostgreSQL stores must not write SQLite files"

@@ -19,9 +19,9 @@ from workers.app import Workers, build
 from workers.handlers import FaultHook
 
 
-def settings_for(amqp_url: str, store_dir: Path) -> Settings:
-    """Settings pointing workers at a vhost and a store folder."""
-    return Settings(amqp_url=amqp_url, workers_store_dir=store_dir)
+def settings_for(amqp_url: str, store_dir: Path, dsn: str | None = None) -> Settings:
+    """Settings pointing workers at a vhost and a store folder (or a PostgreSQL DSN)."""
+    return Settings(amqp_url=amqp_url, workers_store_dir=store_dir, workers_dsn=dsn)
 
 
 @asynccontextmanager
@@ -31,9 +31,11 @@ async def running_workers(
     store_dir: Path,
     names: Iterable[str] = ("all",),
     faults: FaultHook | None = None,
+    dsn: str | None = None,
 ) -> AsyncIterator[Workers]:
     """Workers consuming for the duration of the block, stopped cleanly after."""
-    workers = await build(spec, list(names), settings_for(amqp_url, store_dir), faults=faults)
+    settings = settings_for(amqp_url, store_dir, dsn)
+    workers = await build(spec, list(names), settings, faults=faults)
     stop = asyncio.Event()
     task = asyncio.create_task(workers.run(stop))
     try:
