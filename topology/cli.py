@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiormq.exceptions import AMQPError
 from rich.console import Console
 from rich.markup import escape
 
+from topology import dlq_cli
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.compile import compile_topology
+from topology.dlq import UnknownDownstream
 from topology.export import definitions
 from topology.management import ManagementClient, ManagementError
 from topology.plan import Action, Change, Plan
-from topology.settings import Settings
+from topology.settings import Settings, with_vhost
 from topology.spec import TopologyFileError, load_spec
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
@@ -44,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply = sub.add_parser("apply", help="create what is missing and change policies live")
     apply.add_argument("--prune", action="store_true", help="also delete objects not in the file")
     sub.add_parser("export", help="print definitions JSON for rabbitmqctl import_definitions")
+    dlq_cli.add_parser(sub)
     return parser
 
 
@@ -60,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             print(json.dumps(definitions(desired, vhost), indent=2))
             return EXIT_OK
+        if args.command == "dlq":
+            return asyncio.run(dlq_cli.run(args, spec, with_vhost(settings.amqp_url, vhost), out))
         with ManagementClient(settings.rabbitmq_management_url) as client:
             plan = plan_against(client, spec, desired, vhost)
             if args.command == "plan":
@@ -72,6 +79,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"[bold red]refused:[/] vhost {vhost!r} {exc}", highlight=False)
     except ManagementError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    except UnknownDownstream as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    except (AMQPError, OSError) as exc:
+        err.print(
+            f"[bold red]error:[/] the broker at AMQP_URL failed: {escape(repr(exc))}",
+            highlight=False,
+        )
     return EXIT_ERROR
 
 

@@ -1,0 +1,194 @@
+"""Reading and moving a downstream's dead letters: list, show, redrive in order, purge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Any
+
+import aio_pika
+from aiormq.abc import DeliveredMessage
+
+from topology import names
+
+# Headers that describe a failure or a retry; a redriven message starts afresh without them.
+_FAILURE_HEADERS = (
+    "x-attempts",
+    "x-deferrals",
+    "x-dead-reason",
+    "x-error-type",
+    "x-error-message",
+    "x-error-stack",
+    "x-failed-at",
+    "x-failed-queue",
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+)
+
+
+@dataclass
+class DeadMessage:
+    """One message in a DLQ, with its failure context."""
+
+    tag: int
+    body: bytes
+    properties: Any
+    headers: dict[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        """The message_id (the event_id for well-formed events)."""
+        return str(self.properties.message_id or "")
+
+    @property
+    def order_id(self) -> str:
+        """The order_id header ('' when missing)."""
+        value = self.headers.get("order_id")
+        return value.decode() if isinstance(value, bytes) else str(value or "")
+
+    @property
+    def seq(self) -> int:
+        """The seq header (0 when missing or bad)."""
+        value = self.headers.get("seq")
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    @property
+    def reason(self) -> str:
+        """x-dead-reason, or the broker's own reason (delivery-limit) from x-death."""
+        if reason := self.headers.get("x-dead-reason"):
+            return str(reason)
+        deaths = self.headers.get("x-death") or []
+        if deaths and isinstance(deaths[0], dict):
+            return str(deaths[0].get("reason", "unknown")).replace("_", "-")
+        return "unknown"
+
+    def row(self) -> dict[str, Any]:
+        """The fields `dlq list` shows."""
+        return {
+            "event_id": self.event_id,
+            "order_id": self.order_id,
+            "seq": self.seq,
+            "type": self.properties.message_type or "",
+            "reason": self.reason,
+            "error": str(self.headers.get("x-error-message", ""))[:120],
+            "failed_at": str(self.headers.get("x-failed-at", "")),
+            "attempts": self.headers.get("x-attempts", 0),
+            "redriven": self.headers.get("x-redriven-count", 0),
+        }
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which dead letters an operator means."""
+
+    order_id: str | None = None
+    reason: str | None = None
+
+    def __call__(self, m: DeadMessage) -> bool:
+        return (self.order_id is None or m.order_id == self.order_id) and (
+            self.reason is None or m.reason == self.reason
+        )
+
+
+class UnknownDownstream(ValueError):
+    """An operator named a downstream the topology does not have."""
+
+
+class DeadLetters:
+    """A downstream's DLQ, held by one consumer while an operator command runs.
+
+    Every message is received and none is acked until the command decides; what it does
+    not take goes back to the queue in its order when the channel closes.
+    """
+
+    def __init__(self, amqp_url: str, downstream: str) -> None:
+        self.amqp_url = amqp_url
+        self.downstream = downstream
+        self.queue = names.dlq(downstream)
+        self.messages: list[DeadMessage] = []
+
+    async def __aenter__(self) -> DeadLetters:
+        self._connection = await aio_pika.connect(self.amqp_url)
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._raw = await self._channel.get_underlay_channel()
+        depth = await self._depth()
+        if depth:
+            await self._raw.basic_qos(prefetch_count=depth)
+            done = asyncio.get_running_loop().create_future()
+
+            async def take(raw: DeliveredMessage) -> None:
+                props = raw.header.properties
+                tag = getattr(raw.delivery, "delivery_tag", 0) or 0
+                self.messages.append(DeadMessage(tag, raw.body, props, dict(props.headers or {})))
+                if len(self.messages) >= depth and not done.done():
+                    done.set_result(None)
+
+            ok = await self._raw.basic_consume(self.queue, take, no_ack=False)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done, 30)
+            await self._raw.basic_cancel(str(ok.consumer_tag))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Closing the channel returns every unacked message to the queue.
+        await self._connection.close()
+
+    async def _depth(self) -> int:
+        queue = await self._channel.declare_queue(self.queue, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+
+    def select(self, keep: Filter, limit: int | None = None) -> list[DeadMessage]:
+        """Matching messages in queue order, at most `limit`."""
+        chosen = [m for m in self.messages if keep(m)]
+        return chosen[:limit] if limit is not None else chosen
+
+    async def redrive(
+        self, chosen: Sequence[DeadMessage], on_moved: Callable[[DeadMessage], None] | None = None
+    ) -> list[DeadMessage]:
+        """Publish chosen messages back to the downstream, order by order in seq order."""
+        exchange = await self._channel.get_exchange(
+            names.hash_exchange(self.downstream), ensure=False
+        )
+        ordered = sorted(chosen, key=lambda m: (m.order_id, m.seq, m.tag))
+        now = datetime.now(UTC).isoformat()
+        moved = []
+        for _, group in groupby(ordered, key=lambda m: m.order_id):
+            for m in group:
+                headers = {k: v for k, v in m.headers.items() if k not in _FAILURE_HEADERS}
+                headers["x-attempts"] = 0
+                headers["x-redriven-count"] = int(m.headers.get("x-redriven-count", 0) or 0) + 1
+                headers["x-redriven-at"] = now
+                p = m.properties
+                message = aio_pika.Message(
+                    m.body,
+                    headers=headers,
+                    content_type=p.content_type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=p.message_id,
+                    type=p.message_type,
+                    timestamp=p.timestamp,
+                    app_id=p.app_id,
+                )
+                # Confirmed before the DLQ copy is acked: a crash here duplicates, never loses.
+                await exchange.publish(message, routing_key=p.message_type or "")
+                await self._raw.basic_ack(m.tag)
+                moved.append(m)
+                if on_moved:
+                    on_moved(m)
+        return moved
+
+    async def drop(self, chosen: Sequence[DeadMessage]) -> int:
+        """Remove chosen messages for good."""
+        for m in chosen:
+            await self._raw.basic_ack(m.tag)
+        return len(chosen)
