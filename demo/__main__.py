@@ -1,0 +1,244 @@
+"""`python -m demo`: the whole bus on this machine, then proof that its promises held.
+
+Applies the topology to a fresh vhost, starts the five downstreams, simulates orders with
+flaky and poison SKUs through the outbox, shows progress and lag until everything is applied
+or dead-lettered, and checks the invariants from the stores and the DLQs. Exit status 1 if
+any invariant fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from demo.report import Check, check_store, read_truth
+from topology import names
+from topology.apply import apply_plan, plan_against
+from topology.compile import compile_topology
+from topology.dlq import DeadLetters
+from topology.management import ManagementClient, ManagementError
+from topology.settings import DEFAULT_TOPOLOGY_FILE, Settings, with_vhost
+from topology.spec import TopologySpec
+
+console = Console(stderr=True)
+
+
+def demo_topology(path: Path) -> TopologySpec:
+    """The shipped topology with short retry delays, so flaky orders heal within seconds."""
+    data = yaml.safe_load(DEFAULT_TOPOLOGY_FILE.read_text())
+    for ds in data["downstreams"].values():
+        ds["retry"]["tiers"] = dict(zip(ds["retry"]["tiers"], ("200ms", "1s", "2s"), strict=True))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return TopologySpec.model_validate(data)
+
+
+def main() -> int:
+    """Run the demo; return the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--flaky-rate", type=float, default=0.05)
+    parser.add_argument("--poison-rate", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--vhost", default="demo")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.add_argument("--work", type=Path, default=Path("var/demo"), help="stores and files")
+    args = parser.parse_args()
+    settings = Settings()
+    work = args.work.resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "stores").mkdir(parents=True)
+    spec = demo_topology(work / "orders.yaml")
+    amqp_url = with_vhost(settings.amqp_url, args.vhost)
+    try:
+        with ManagementClient(settings.rabbitmq_management_url) as client:
+            client.delete_vhost(args.vhost)  # a fresh start: no backlog or dead letters of old runs
+            apply_plan(client, plan_against(client, spec, compile_topology(spec), args.vhost))
+    except ManagementError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 1
+    console.print(f"topology applied to vhost {args.vhost!r}: {len(spec.downstreams)} downstreams")
+    env = {
+        **os.environ,
+        "AMQP_URL": amqp_url,
+        "TOPOLOGY_FILE": str(work / "orders.yaml"),
+        "WORKERS_STORE_DIR": str(work / "stores"),
+        "LOG_LEVEL": "WARNING",
+        "PRODUCER_DSN": f"sqlite+aiosqlite:///{work / 'orders.db'}",
+    }
+    workers = subprocess.Popen([sys.executable, "-m", "workers", "all"], env=env)
+    try:
+        outcome = asyncio.run(run(args, spec, amqp_url, env, work))
+    finally:
+        workers.send_signal(signal.SIGTERM)
+        workers.wait(60)
+    if outcome is None:
+        return 1
+    summary, checks = outcome
+    return report(args, summary, checks, settings)
+
+
+async def run(
+    args: argparse.Namespace, spec: TopologySpec, amqp_url: str, env: dict[str, str], work: Path
+) -> tuple[dict[str, Any], list[Check]] | None:
+    """Simulate orders, watch them settle, and gather the invariants (workers already run)."""
+    simulate = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "producer",
+        "simulate",
+        "--orders",
+        str(args.orders),
+        "--seed",
+        str(args.seed),
+        "--flaky-rate",
+        str(args.flaky_rate),
+        "--poison-rate",
+        str(args.poison_rate),
+        "--json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    summary_out, _ = await simulate.communicate()
+    if simulate.returncode:
+        console.print("[bold red]the simulation failed[/]")
+        return None
+    summary = json.loads(summary_out.decode().strip().splitlines()[-1])
+    truth = read_truth(work / "orders.db")
+    settled = await watch(amqp_url, spec, work / "stores", 3 * truth.orders, args.timeout)
+    dead = await dead_letters(amqp_url, spec)
+    checks = [
+        c
+        for d in spec.downstreams
+        for c in check_store(d, work / "stores" / f"{d}.db", truth, dead[d])
+    ]
+    checks.append(Check("bus", "settled before the timeout", True, settled))
+    checks.append(Check("producer", "outbox backlog", 0, summary["outbox_backlog"]))
+    return summary, checks
+
+
+async def watch(
+    amqp_url: str, spec: TopologySpec, stores: Path, expected: int, within: float
+) -> bool:
+    """Show each downstream's progress (applied + dead-lettered) and lag until all settle."""
+    progress = Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("lag {task.fields[lag]:>6}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    connection = await aio_pika.connect(amqp_url)
+    deadline = time.monotonic() + within
+    async with connection:
+        channel = await connection.channel()
+        with progress:
+            tasks = {d: progress.add_task(d, total=expected, lag=0) for d in spec.downstreams}
+            while time.monotonic() < deadline:
+                done = 0
+                for d, ds in spec.downstreams.items():
+                    applied = _count(stores / f"{d}.db")
+                    dlq = await _depth(channel, names.dlq(d))
+                    lag = sum([await _depth(channel, names.shard(d, i)) for i in range(ds.shards)])
+                    waiting = sum(
+                        [await _depth(channel, names.retry_queue(d, t)) for t in ds.retry.tiers]
+                    )
+                    progress.update(tasks[d], completed=applied + dlq, lag=lag + waiting)
+                    done += applied + dlq == expected and lag + waiting == 0
+                if done == len(spec.downstreams):
+                    return True
+                await asyncio.sleep(0.5)
+    return False
+
+
+async def dead_letters(amqp_url: str, spec: TopologySpec) -> dict[str, list[tuple[str, str]]]:
+    """(order_id, reason) of every dead letter, per downstream, read without removing any."""
+    out = {}
+    for d in spec.downstreams:
+        async with DeadLetters(amqp_url, d) as dead:
+            out[d] = [(m.order_id, m.reason) for m in dead.messages]
+    return out
+
+
+async def _depth(channel: Any, queue: str) -> int:
+    declared = await channel.declare_queue(queue, passive=True)
+    return int(declared.declaration_result.message_count or 0)
+
+
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as conn:
+            return int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def report(
+    args: argparse.Namespace, summary: dict[str, Any], checks: list[Check], settings: Settings
+) -> int:
+    """Print the report; 0 when every invariant holds."""
+    failed = [c for c in checks if not c.ok]
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "simulation": summary,
+                    "checks": [
+                        {
+                            "downstream": c.downstream,
+                            "check": c.name,
+                            "expected": c.expected,
+                            "actual": c.actual,
+                            "ok": c.ok,
+                        }
+                        for c in checks
+                    ],
+                    "ok": not failed,
+                }
+            )
+        )
+    table = Table(
+        title=f"invariants after {summary['orders']} orders "
+        f"({summary['flaky_orders']} flaky, {summary['poison_orders']} poisoned)"
+    )
+    for column in ("downstream", "invariant", "expected", "actual", ""):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(
+            c.downstream,
+            c.name,
+            str(c.expected),
+            str(c.actual),
+            "[green]ok[/]" if c.ok else "[bold red]FAILED[/]",
+        )
+    console.print(table)
+    ui = settings.rabbitmq_management_url.split("@")[-1]
+    console.print(
+        f"management UI: http://{ui} (vhost {args.vhost!r}); stores in {args.work}/stores"
+    )
+    if failed:
+        console.print(f"[bold red]{len(failed)} invariant(s) failed[/]")
+        return 1
+    console.print("[bold green]every invariant holds[/]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The demo's proof: what every downstream must hold after the run, read from the stores."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from events.simulation import behaviour_of
+
+
+@dataclass
+class Truth:
+    """What the order service emitted, from its outbox."""
+
+    orders: int = 0
+    poisoned: set[str] = field(default_factory=set)
+    reserved_units: int = 0  # over orders that are not poisoned
+    points: int = 0  # whole units paid, over orders that are not poisoned
+
+
+def read_truth(orders_db: Path) -> Truth:
+    """Read the producer's outbox (the source of truth for what must arrive)."""
+    truth = Truth()
+    with sqlite3.connect(orders_db) as db:
+        rows = db.execute("SELECT event_type, order_id, body FROM outbox ORDER BY id").fetchall()
+    paid: dict[str, Decimal] = {}
+    units: dict[str, int] = {}
+    for event_type, order_id, body in rows:
+        payload = json.loads(body)["payload"]
+        if event_type == "order.created":
+            truth.orders += 1
+            if any(behaviour_of(i["sku"]).poison for i in payload["items"]):
+                truth.poisoned.add(order_id)
+            units[order_id] = sum(i["qty"] for i in payload["items"])
+        elif event_type == "order.paid":
+            paid[order_id] = Decimal(payload["amount"])
+    truth.reserved_units = sum(u for o, u in units.items() if o not in truth.poisoned)
+    truth.points = sum(int(a) for o, a in paid.items() if o not in truth.poisoned)
+    return truth
+
+
+@dataclass
+class Check:
+    """One invariant of one downstream."""
+
+    downstream: str
+    name: str
+    expected: Any
+    actual: Any
+
+    @property
+    def ok(self) -> bool:
+        """Whether the invariant holds."""
+        return bool(self.expected == self.actual)
+
+
+def check_store(
+    downstream: str, db: Path, truth: Truth, dead: list[tuple[str, str]]
+) -> list[Check]:
+    """The invariants of one downstream: applied, order, duplicates, dead letters, effects."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT event_id, order_id, seq FROM inbox ORDER BY applied_at_us"
+        ).fetchall()
+        effects = _effects(downstream, conn)
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for _, order_id, seq in rows:
+        seqs[order_id].append(seq)
+    out_of_order = sum(1 for s in seqs.values() if s != list(range(1, len(s) + 1)))
+    expected_applied = 3 * (truth.orders - len(truth.poisoned))
+    checks = [
+        Check(downstream, "applied", expected_applied, len(rows)),
+        Check(downstream, "out-of-order orders", 0, out_of_order),
+        Check(downstream, "duplicate applications", 0, len(rows) - len({r[0] for r in rows})),
+        Check(downstream, "poisoned orders applied", 0, len(truth.poisoned & set(seqs))),
+        Check(downstream, "dead-lettered", 3 * len(truth.poisoned), len(dead)),
+        Check(
+            downstream,
+            "dead letters of healthy orders",
+            0,
+            sum(1 for order_id, _ in dead if order_id not in truth.poisoned),
+        ),
+    ]
+    if downstream == "inventory":
+        checks.append(Check(downstream, "units reserved once", truth.reserved_units, effects))
+    if downstream == "loyalty":
+        checks.append(Check(downstream, "points credited once", truth.points, effects))
+    return checks
+
+
+def _effects(downstream: str, conn: sqlite3.Connection) -> int | None:
+    if downstream == "inventory":
+        return int(conn.execute("SELECT coalesce(sum(reserved), 0) FROM stock").fetchone()[0])
+    if downstream == "loyalty":
+        return int(conn.execute("SELECT coalesce(sum(points), 0) FROM points").fetchone()[0])
+    return None
