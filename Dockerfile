@@ -7,6 +7,7 @@ COPY events events
 COPY topology topology
 COPY producer producer
 COPY workers workers
+COPY demo demo
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 bus
 USER bus
 ENV TOPOLOGY_FILE=/app/topology/orders.yaml

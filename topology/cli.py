@@ -13,7 +13,7 @@ from aiormq.exceptions import AMQPError
 from rich.console import Console
 from rich.markup import escape
 
-from topology import dlq_cli
+from topology import dlq_cli, status_cli
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.compile import compile_topology
 from topology.dlq import UnknownDownstream
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--prune", action="store_true", help="also delete objects not in the file")
     sub.add_parser("export", help="print definitions JSON for rabbitmqctl import_definitions")
     dlq_cli.add_parser(sub)
+    status_cli.add_parser(sub)
     return parser
 
 
@@ -68,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dlq":
             return asyncio.run(dlq_cli.run(args, spec, with_vhost(settings.amqp_url, vhost), out))
         with ManagementClient(settings.rabbitmq_management_url) as client:
+            if args.command == "status":
+                url = with_vhost(settings.amqp_url, vhost)
+                return asyncio.run(status_cli.run(args, spec, url, client, vhost, out))
             plan = plan_against(client, spec, desired, vhost)
             if args.command == "plan":
                 render_plan(out, plan, path)

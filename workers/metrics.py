@@ -34,6 +34,18 @@ class WorkerMetrics:
             [*label, "reason"],
             registry=registry,
         )
+        self.lag = Gauge(
+            "bus_worker_lag_messages",
+            "Messages waiting in the downstream's shards",
+            label,
+            registry=registry,
+        )
+        self.scale_out = Gauge(
+            "bus_worker_scale_out_recommended",
+            "1 when the lag passes the file's scale_out_lag",
+            label,
+            registry=registry,
+        )
         self.in_flight = Gauge(
             "bus_worker_in_flight", "Deliveries received and not settled", label, registry=registry
         )

@@ -126,11 +126,14 @@ class DownstreamWorker:
         self.m_duplicates = m.duplicates.labels(name)
         self.m_deferred = m.deferred.labels(name)
         self.m_in_flight = m.in_flight.labels(name)
+        self.m_lag = m.lag.labels(name)
+        self.m_scale_out = m.scale_out.labels(name)
         self.m_handler = m.handler_seconds.labels(name)
         self.m_e2e = m.end_to_end_seconds.labels(name)
         self.m_retried = {t: m.retried.labels(name, t) for t in spec.retry.tiers}
         self.m_dead = {r: m.dead.labels(name, r.value) for r in DeadReason}
         self.sessions = 0
+        self.holding = 0  # deliveries received and not yet settled
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until stop is set; a lost connection starts a new session after backoff."""
@@ -188,6 +191,7 @@ class DownstreamWorker:
                 )
                 consumers.append((raw, str(ok.consumer_tag), acker))
             self.sessions += 1
+            sampler = asyncio.create_task(self._sample_lag(publisher))
             log.info(
                 "worker.consuming",
                 downstream=self.name,
@@ -200,6 +204,7 @@ class DownstreamWorker:
             await asyncio.wait({stopping, ending}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             ending.cancel()
+            sampler.cancel()
             if ended.is_set() and not stop.is_set():
                 raise ConnectionError("broker connection or channel closed")
         finally:
@@ -207,6 +212,20 @@ class DownstreamWorker:
             with contextlib.suppress(Exception):
                 await connection.close()
             self.cache.clear()
+
+    async def _sample_lag(self, channel: Any, every: float = 5.0) -> None:
+        """Export the lag (ready in the shards + held here unsettled) for autoscalers."""
+        shards = [names.shard(self.name, i) for i in range(self.spec.shards)]
+        while True:
+            with contextlib.suppress(Exception):
+                lag = 0
+                for shard in shards:
+                    declared = await channel.declare_queue(shard, passive=True)
+                    lag += int(declared.declaration_result.message_count or 0)
+                lag += self.holding
+                self.m_lag.set(lag)
+                self.m_scale_out.set(1 if lag > self.spec.scale_out_lag else 0)
+            await asyncio.sleep(every)
 
     async def _wind_down(self, consumers: list[tuple[RawChannel, str, Acker]]) -> None:
         """Stop receiving, let in-flight lanes finish, settle; the rest goes back to the queue."""
@@ -228,6 +247,7 @@ class DownstreamWorker:
     async def _on_message(self, shard: str, acker: Acker, raw: DeliveredMessage) -> None:
         self.m_consumed.inc()
         self.m_in_flight.inc()
+        self.holding += 1
         message = Incoming(raw)
         delivery = Delivery(message, shard, acker)
         if self.ack_first:
@@ -383,10 +403,12 @@ class DownstreamWorker:
 
     def _settle(self, d: Delivery) -> None:
         self.m_in_flight.dec()
+        self.holding -= 1
         if not self.ack_first:
             d.acker.complete(d.message.delivery_tag)
 
     def _hand_back(self, d: Delivery) -> None:
         self.m_in_flight.dec()
+        self.holding -= 1
         if not self.ack_first:
             d.acker.hand_back(d.message.delivery_tag)

@@ -138,6 +138,9 @@ async def test_a_slow_downstream_delays_only_itself(vhost: Vhost, tmp_path: Path
         # At 100 events per 200 ms the warehouse needs 6 s for 3,000: well over a second of
         # its work must still be waiting when inventory is done.
         assert counts["warehouse"] <= 3000 - 500, f"warehouse kept up ({counts}): proves nothing"
+        # The workers export their lag for autoscalers (sampled when the session starts).
+        warehouse = {"downstream": "warehouse"}
+        assert (workers.registry.get_sample_value("bus_worker_lag_messages", warehouse) or 0) > 0
         await wait_for(lambda: _done(workers, "warehouse"), within=60, what="warehouse done")
 
 

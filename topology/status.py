@@ -1,0 +1,81 @@
+"""Per-downstream depth, rates and lag, read from the broker."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aio_pika
+
+from topology import names
+from topology.management import ManagementClient
+from topology.spec import TopologySpec
+
+
+@dataclass
+class DownstreamStatus:
+    """What an operator needs to see about one downstream."""
+
+    downstream: str
+    ready: int
+    unacked: int
+    consumers: int
+    publish_rate: float
+    ack_rate: float
+    lag_messages: int
+    lag_seconds: float | None  # time to drain at the current ack rate; None when not draining
+    retry: dict[str, int]
+    dlq: int
+    scale_out_at: int
+    scale_out: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+async def gather(
+    spec: TopologySpec, amqp_url: str, client: ManagementClient, vhost: str
+) -> list[DownstreamStatus]:
+    """Read every downstream's figures: exact depths by passive declare, the rest from the API."""
+    stats = {q["name"]: q for q in client.list_objects("queues", vhost)}
+    connection = await aio_pika.connect(amqp_url)
+    out = []
+    async with connection:
+        channel = await connection.channel()
+
+        async def depth(queue: str) -> int:
+            declared = await channel.declare_queue(queue, passive=True)
+            return int(declared.declaration_result.message_count or 0)
+
+        for d, ds in spec.downstreams.items():
+            shards = [names.shard(d, i) for i in range(ds.shards)]
+            ready = sum([await depth(q) for q in shards])
+            api = [stats.get(q, {}) for q in shards]
+            unacked = sum(int(q.get("messages_unacknowledged") or 0) for q in api)
+            consumers = sum(int(q.get("consumers") or 0) for q in api)
+            publish = sum(_rate(q, "publish") for q in api)
+            ack = sum(_rate(q, "ack") for q in api)
+            lag = ready + unacked
+            out.append(
+                DownstreamStatus(
+                    downstream=d,
+                    ready=ready,
+                    unacked=unacked,
+                    consumers=consumers,
+                    publish_rate=round(publish, 1),
+                    ack_rate=round(ack, 1),
+                    lag_messages=lag,
+                    lag_seconds=round(lag / ack, 1) if ack > 0 else (0.0 if lag == 0 else None),
+                    retry={t: await depth(names.retry_queue(d, t)) for t in ds.retry.tiers},
+                    dlq=await depth(names.dlq(d)),
+                    scale_out_at=ds.scale_out_lag,
+                    scale_out=lag > ds.scale_out_lag,
+                )
+            )
+    return out
+
+
+def _rate(queue: dict[str, Any], kind: str) -> float:
+    details = (queue.get("message_stats") or {}).get(f"{kind}_details") or {}
+    return float(details.get("rate") or 0.0)
