@@ -16,6 +16,7 @@ from rich.markup import escape
 from topology import dlq_cli, status_cli
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.compile import compile_topology
+from topology.diagram import document
 from topology.dlq import UnknownDownstream
 from topology.export import definitions
 from topology.management import ManagementClient, ManagementError
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("export", help="print definitions JSON for rabbitmqctl import_definitions")
     dlq_cli.add_parser(sub)
     status_cli.add_parser(sub)
+    sub.add_parser("diagram", help="print docs/topology.md (Mermaid diagrams of the file)")
     return parser
 
 
@@ -65,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         desired = compile_topology(spec)
         if args.command == "export":
             print(json.dumps(definitions(desired, vhost), indent=2))
+            return EXIT_OK
+        if args.command == "diagram":
+            print(document(spec), end="")
             return EXIT_OK
         if args.command == "dlq":
             return asyncio.run(dlq_cli.run(args, spec, with_vhost(settings.amqp_url, vhost), out))
