@@ -8,10 +8,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aiormq.exceptions import AMQPError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress, TextColumn
 
 from topology import dlq_cli, status_cli
 from topology.apply import MigrationRequired, apply_plan, plan_against
@@ -21,6 +23,7 @@ from topology.dlq import UnknownDownstream
 from topology.export import definitions
 from topology.management import ManagementClient, ManagementError
 from topology.plan import Action, Change, Plan
+from topology.replay import parse_time, replay
 from topology.settings import Settings, with_vhost
 from topology.spec import TopologyFileError, load_spec
 
@@ -52,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_cli.add_parser(sub)
     status_cli.add_parser(sub)
     sub.add_parser("diagram", help="print docs/topology.md (Mermaid diagrams of the file)")
+    rp = sub.add_parser("replay", help="re-feed one downstream from the orders.log stream")
+    rp.add_argument("downstream")
+    rp.add_argument("--since", required=True, help="ISO time or a duration ago (15m, 2h, 7d)")
+    rp.add_argument("--until", default=None, help="ISO time or a duration ago (default: now)")
+    rp.add_argument("--order-id", default=None)
+    rp.add_argument(
+        "--reapply",
+        action="store_true",
+        help="the downstream's store was wiped: workers re-read each order's progress from it",
+    )
     return parser
 
 
@@ -71,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "diagram":
             print(document(spec), end="")
             return EXIT_OK
+        if args.command == "replay":
+            return asyncio.run(_replay(args, spec, with_vhost(settings.amqp_url, vhost), out))
         if args.command == "dlq":
             return asyncio.run(dlq_cli.run(args, spec, with_vhost(settings.amqp_url, vhost), out))
         with ManagementClient(settings.rabbitmq_management_url) as client:
@@ -107,6 +122,41 @@ def _apply(out: Console, client: ManagementClient, plan: Plan, prune: bool) -> i
     out.print(f"vhost {plan.vhost!r}: applied {len(done)} change(s)")
     if kept:
         out.print(f"{len(kept)} object(s) on the broker are not in the file; kept (use --prune)")
+    return EXIT_OK
+
+
+async def _replay(args: argparse.Namespace, spec: Any, amqp_url: str, out: Console) -> int:
+    if args.downstream not in spec.downstreams:
+        known = ", ".join(spec.downstreams)
+        raise UnknownDownstream(
+            f"unknown downstream {args.downstream!r}; the file declares: {known}"
+        )
+    try:
+        since = parse_time(args.since)
+        until = parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        Console(stderr=True).print(f"error: {exc}", highlight=False)
+        return EXIT_ERROR
+    with Progress(TextColumn("{task.description}"), console=out, transient=True) as bar:
+        task = bar.add_task("replaying")
+        stats = await replay(
+            amqp_url,
+            spec.log.name,
+            args.downstream,
+            since,
+            until,
+            args.order_id,
+            args.reapply,
+            on_event=lambda s: bar.update(
+                task, description=f"read {s.read}, replayed {s.replayed}"
+            ),
+        )
+    out.print(
+        f"replayed {stats.replayed} event(s) to {args.downstream} from {spec.log.name} "
+        f"since {since.isoformat()} (read {stats.read}, skipped {stats.skipped})"
+        + (", marked for reapply" if args.reapply else ""),
+        highlight=False,
+    )
     return EXIT_OK
 
 

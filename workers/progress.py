@@ -55,6 +55,10 @@ class ProgressCache:
         for order_id in list(self._known)[: max(0, overflow)]:
             del self._known[order_id]
 
+    def forget(self, order_id: str) -> None:
+        """Drop one order, so the next get reads it from the store."""
+        self._known.pop(order_id, None)
+
     def clear(self) -> None:
         """Forget everything (a new session may follow another process's work)."""
         self._known.clear()

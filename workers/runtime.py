@@ -300,6 +300,9 @@ class DownstreamWorker:
     async def _process(self, d: Delivery) -> None:
         event = d.event
         assert event is not None
+        if d.message.headers.get("x-reapply"):
+            # A replay into a rebuilt store: its progress, not this process's memory, decides.
+            self.cache.forget(event.order_id)
         progress = await self.cache.get(event.order_id)
         if event.seq <= progress.last_seq:
             self.m_duplicates.inc()
