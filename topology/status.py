@@ -8,8 +8,13 @@ from typing import Any
 import aio_pika
 
 from topology import names
+from topology.dlq import DeadLetters
 from topology.management import ManagementClient
 from topology.spec import TopologySpec
+
+PARKED_READ_LIMIT = 10_000
+# Dead letters that park their order in the worker (see workers/policy.py).
+PARKING_REASONS = {"non-retryable", "retries-exhausted", "predecessor-missing"}
 
 
 @dataclass
@@ -26,6 +31,7 @@ class DownstreamStatus:
     lag_seconds: float | None  # time to drain at the current ack rate; None when not draining
     retry: dict[str, int]
     dlq: int
+    parked_orders: int | None  # None when the DLQ is too deep to read for a status line
     scale_out_at: int
     scale_out: bool
 
@@ -68,12 +74,21 @@ async def gather(
                     lag_messages=lag,
                     lag_seconds=round(lag / ack, 1) if ack > 0 else (0.0 if lag == 0 else None),
                     retry={t: await depth(names.retry_queue(d, t)) for t in ds.retry.tiers},
-                    dlq=await depth(names.dlq(d)),
+                    dlq=(dlq := await depth(names.dlq(d))),
+                    parked_orders=await parked_orders(amqp_url, d)
+                    if dlq <= PARKED_READ_LIMIT
+                    else None,
                     scale_out_at=ds.scale_out_lag,
                     scale_out=lag > ds.scale_out_lag,
                 )
             )
     return out
+
+
+async def parked_orders(amqp_url: str, downstream: str) -> int:
+    """Orders with a dead letter that parks them (read from the DLQ, which keeps everything)."""
+    async with DeadLetters(amqp_url, downstream) as dead:
+        return len({m.order_id for m in dead.messages if m.reason in PARKING_REASONS})
 
 
 def _rate(queue: dict[str, Any], kind: str) -> float:

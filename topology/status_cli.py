@@ -77,6 +77,7 @@ def table(rows: list[DownstreamStatus], vhost: str) -> Table:
         "lag s",
         "retrying",
         "dlq",
+        "parked",
         "scale out",
     ):
         t.add_column(column, justify="left" if column == "downstream" else "right")
@@ -92,6 +93,7 @@ def table(rows: list[DownstreamStatus], vhost: str) -> Table:
             "-" if r.lag_seconds is None else f"{r.lag_seconds:g}",
             str(sum(r.retry.values())),
             str(r.dlq),
+            "?" if r.parked_orders is None else str(r.parked_orders),
             f"[bold red]yes (> {r.scale_out_at})[/]" if r.scale_out else "no",
         )
     return t

@@ -75,6 +75,13 @@ async def test_list_show_redrive_purge(
         )
         assert len(json.loads(capsys.readouterr().out)) == 3
 
+        # status counts the parked orders from the same DLQ, which keeps every message.
+        vhost.env(monkeypatch)
+        assert await asyncio.to_thread(main, ["status", "--json"]) == 0
+        rows = {r["downstream"]: r for r in json.loads(capsys.readouterr().out)["downstreams"]}
+        assert (rows[D]["dlq"], rows[D]["parked_orders"]) == (9, 3)
+        assert await _depth(vhost, names.dlq(D)) == 9
+
         # show: everything about one, the stack included.
         created_x = str(parked["ord-x"][0].event_id)
         assert await _cli(vhost, monkeypatch, "dlq", "show", D, created_x) == 0

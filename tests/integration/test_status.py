@@ -59,7 +59,7 @@ async def test_status_reports_depths_lag_and_alerts(
                 300,
             ), d
             assert r["lag_seconds"] is None  # nothing is draining it
-            assert r["dlq"] == 0 and set(r["retry"].values()) == {0}
+            assert r["dlq"] == 0 and r["parked_orders"] == 0 and set(r["retry"].values()) == {0}
             assert r["scale_out"] is (r["scale_out_at"] < 300)
 
         code, report = await _status(vhost, monkeypatch, capsys, "--fail-over-lag", "299")
