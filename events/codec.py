@@ -16,6 +16,21 @@ CONTENT_TYPE = "application/json"
 HEADER_ORDER_ID = "order_id"
 HEADER_SEQ = "seq"
 HEADER_ATTEMPTS = "x-attempts"
+# Headers RabbitMQ adds when it dead-letters a message. Consumers that republish drop them
+# (the workers count attempts in x-attempts themselves); x-delivery-count is the quorum
+# queues' redelivery counter.
+BROKER_DEATH_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-delivery-count",
+    }
+)
 
 
 class MalformedReason(StrEnum):

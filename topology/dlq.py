@@ -13,10 +13,11 @@ from typing import Any
 import aio_pika
 from aiormq.abc import DeliveredMessage
 
+from events.codec import BROKER_DEATH_HEADERS
 from topology import names
 
 # Headers that describe a failure or a retry; a redriven message starts afresh without them.
-_FAILURE_HEADERS = (
+_FAILURE_HEADERS = BROKER_DEATH_HEADERS | {
     "x-attempts",
     "x-deferrals",
     "x-dead-reason",
@@ -25,15 +26,7 @@ _FAILURE_HEADERS = (
     "x-error-stack",
     "x-failed-at",
     "x-failed-queue",
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-    "x-delivery-count",
-)
+}
 
 
 @dataclass

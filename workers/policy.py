@@ -9,23 +9,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from events.codec import HEADER_ATTEMPTS
+from events.codec import BROKER_DEATH_HEADERS, HEADER_ATTEMPTS
 from topology.spec import RetrySpec
 from workers.errors import NonRetryableError
 
 HEADER_DEFERRALS = "x-deferrals"
 STACK_LIMIT = 4000
 MESSAGE_LIMIT = 1000
-# Headers RabbitMQ adds on dead-lettering; dropped on republish so they do not pile up.
-_BROKER_DEATH_HEADERS = (
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-)
 
 
 class DeadReason(StrEnum):
@@ -76,7 +66,7 @@ def _count(headers: Mapping[str, Any], name: str) -> int:
 
 
 def _carried(headers: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in headers.items() if k not in _BROKER_DEATH_HEADERS}
+    return {k: v for k, v in headers.items() if k not in BROKER_DEATH_HEADERS}
 
 
 def on_failure(
