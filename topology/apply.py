@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from topology.access import UserDef, desired_users, password_matches
 from topology.management import ManagementClient
 from topology.model import BindingDef, BrokerObjects, ExchangeDef, PolicyDef, QueueDef
 from topology.plan import Action, Change, Plan, make_plan
@@ -17,6 +18,8 @@ _ORDER: list[tuple[Action, type]] = [
     (Action.CREATE, ExchangeDef),
     (Action.CREATE, QueueDef),
     (Action.CREATE, BindingDef),
+    (Action.CREATE, UserDef),
+    (Action.UPDATE, UserDef),
     (Action.EXTRA, BindingDef),
     (Action.EXTRA, QueueDef),
     (Action.EXTRA, ExchangeDef),
@@ -37,8 +40,41 @@ def plan_against(
     client: ManagementClient, spec: TopologySpec, desired: BrokerObjects, vhost: str
 ) -> Plan:
     """Read the live vhost and diff it against the desired objects."""
-    live = client.read_objects(vhost) if client.vhost_exists(vhost) else None
-    return make_plan(spec, desired, live, vhost)
+    exists = client.vhost_exists(vhost)
+    live = client.read_objects(vhost) if exists else None
+    plan = make_plan(spec, desired, live, vhost)
+    _plan_access(client, spec, vhost, exists, plan)
+    return plan
+
+
+def _plan_access(
+    client: ManagementClient, spec: TopologySpec, vhost: str, exists: bool, plan: Plan
+) -> None:
+    """Users per role and their permissions: created, or changed live."""
+    for user in desired_users(spec):
+        password = user.password
+        if password is None:
+            plan.notes.append(f"user {user.name}: ${user.password_env} is not set; not created")
+            continue
+        live = client.get_user(user.name)
+        if live is None:
+            plan.changes.append(
+                Change(Action.CREATE, "user", user.name, user.tags or "no tags", user)
+            )
+        elif not password_matches(password, live.get("password_hash", "")) or sorted(
+            live.get("tags") or []
+        ) != sorted(t for t in user.tags.split(",") if t):
+            plan.changes.append(Change(Action.UPDATE, "user", user.name, "password or tags", user))
+        have = client.permissions(vhost, user.name) if exists else None
+        want = {"configure": user.configure, "write": user.write, "read": user.read}
+        if have is None:
+            plan.changes.append(Change(Action.CREATE, "permissions", user.name, _perm(want), user))
+        elif any(have.get(k) != v for k, v in want.items()):
+            plan.changes.append(Change(Action.UPDATE, "permissions", user.name, _perm(want), user))
+
+
+def _perm(p: dict[str, str]) -> str:
+    return f"configure {p['configure']!r} write {p['write']!r} read {p['read']!r}"
 
 
 def apply_plan(
@@ -69,6 +105,13 @@ def apply_plan(
 
 def _act(client: ManagementClient, vhost: str, change: Change) -> None:
     obj = change.obj
+    if isinstance(obj, UserDef):
+        password = obj.password
+        if change.kind == "user" and password is not None:
+            client.put_user(obj.name, password, obj.tags)
+        elif change.kind == "permissions":
+            client.set_permissions(vhost, obj.name, obj.configure, obj.write, obj.read)
+        return
     if change.action is not Action.EXTRA:
         if isinstance(obj, PolicyDef):
             client.put_policy(vhost, obj)

@@ -116,10 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _apply(out: Console, client: ManagementClient, plan: Plan, prune: bool) -> int:
     if not plan.pending:
         out.print(f"vhost {plan.vhost!r}: nothing to change")
+        for note in plan.notes:
+            out.print(f"note: {note}", highlight=False)
         return EXIT_OK
     done = apply_plan(client, plan, prune=prune, on_change=lambda c: _print_change(out, c))
     kept = [] if prune else plan.of(Action.EXTRA)
     out.print(f"vhost {plan.vhost!r}: applied {len(done)} change(s)")
+    for note in plan.notes:
+        out.print(f"note: {note}", highlight=False)
     if kept:
         out.print(f"{len(kept)} object(s) on the broker are not in the file; kept (use --prune)")
     return EXIT_OK
@@ -163,6 +167,8 @@ async def _replay(args: argparse.Namespace, spec: Any, amqp_url: str, out: Conso
 def render_plan(out: Console, plan: Plan, path: Path) -> None:
     """Print a plan as a readable diff."""
     out.print(f"plan for vhost {plan.vhost!r} from {path}", highlight=False)
+    for note in plan.notes:
+        out.print(f"note: {note}", highlight=False)
     if not plan.pending:
         out.print("[green]the broker matches the file[/]")
         return

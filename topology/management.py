@@ -92,6 +92,26 @@ class ManagementClient:
         """Delete the vhost and everything in it (no error when missing)."""
         self._request("DELETE", f"/vhosts/{_q(vhost)}", ok404=True)
 
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        """One user (with its password hash and tags), or None."""
+        result: dict[str, Any] | None = self._request("GET", f"/users/{_q(name)}", ok404=True)
+        return result
+
+    def put_user(self, name: str, password: str, tags: str) -> None:
+        """Create or update a user."""
+        self._request("PUT", f"/users/{_q(name)}", json={"password": password, "tags": tags})
+
+    def delete_user(self, name: str) -> None:
+        """Delete a user (no error when missing)."""
+        self._request("DELETE", f"/users/{_q(name)}", ok404=True)
+
+    def permissions(self, vhost: str, user: str) -> dict[str, Any] | None:
+        """A user's permissions on a vhost, or None."""
+        result: dict[str, Any] | None = self._request(
+            "GET", f"/permissions/{_q(vhost)}/{_q(user)}", ok404=True
+        )
+        return result
+
     def set_permissions(self, vhost: str, user: str, configure: str, write: str, read: str) -> None:
         """Set a user's permissions on a vhost."""
         body = {"configure": configure, "write": write, "read": read}

@@ -41,6 +41,7 @@ class Plan:
 
     vhost: str
     changes: list[Change] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def of(self, action: Action) -> list[Change]:
         """The changes of one action."""

@@ -124,6 +124,15 @@ class ProducerSpec(_Spec):
     poll_interval: Annotated[DurationMs, Field(ge=1)] = 50
 
 
+class AccessSpec(_Spec):
+    """Users per role; each password comes from $<password_env_prefix><USER> at apply time."""
+
+    producer_user: ObjectName = "order-service"
+    worker_user_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,40}$")] = "worker-"
+    operator_user: ObjectName = "bus-operator"
+    password_env_prefix: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,40}$")] = "BUS_PASSWORD_"
+
+
 class TopologySpec(_Spec):
     """The whole topology file."""
 
@@ -131,6 +140,7 @@ class TopologySpec(_Spec):
     exchange: ExchangeSpec = ExchangeSpec()
     log: LogSpec = LogSpec()
     producer: ProducerSpec = ProducerSpec()
+    access: AccessSpec | None = None
     downstreams: Annotated[dict[DownstreamName, DownstreamSpec], Field(min_length=1)]
 
     @model_validator(mode="after")
