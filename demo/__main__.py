@@ -168,12 +168,12 @@ async def watch(
     return False
 
 
-async def dead_letters(amqp_url: str, spec: TopologySpec) -> dict[str, list[tuple[str, str]]]:
-    """(order_id, reason) of every dead letter, per downstream, read without removing any."""
+async def dead_letters(amqp_url: str, spec: TopologySpec) -> dict[str, list[tuple[str, str, str]]]:
+    """(order_id, reason, event_id) of every dead letter, per downstream, none removed."""
     out = {}
     for d in spec.downstreams:
         async with DeadLetters(amqp_url, d) as dead:
-            out[d] = [(m.order_id, m.reason) for m in dead.messages]
+            out[d] = [(m.order_id, m.reason, m.event_id) for m in dead.messages]
     return out
 
 

@@ -54,6 +54,11 @@ def test_demo_runs_end_to_end_and_every_invariant_holds(vhost: Vhost, tmp_path: 
     assert report["simulation"]["orders"] == 120
     assert report["simulation"]["poison_orders"] > 0 and report["simulation"]["flaky_orders"] > 0
     names = {c["check"] for c in report["checks"]}
-    assert {"applied", "out-of-order orders", "dead-lettered", "units reserved once"} <= names
+    assert {
+        "applied",
+        "out-of-order orders",
+        "dead-lettered events",
+        "units reserved once",
+    } <= names
     assert all(c["ok"] for c in report["checks"])
     assert "every invariant holds" in done.stderr
