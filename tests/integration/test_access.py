@@ -60,9 +60,13 @@ async def _refused(url: str, action: Any) -> bool:
     return False
 
 
+async def _ignore(message: Any) -> None:
+    """A consumer callback that takes nothing (the test only asks whether consuming is allowed)."""
+
+
 async def _consume(channel: Any, queue: str) -> None:
     q = await channel.get_queue(queue, ensure=False)
-    await q.consume(lambda m: None)
+    await q.consume(_ignore)
 
 
 async def _publish(channel: Any, exchange: str) -> None:
