@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import groupby
 from typing import Any
 
 import aio_pika
@@ -93,6 +92,25 @@ class Filter:
         )
 
 
+def _redriven(m: DeadMessage, now: str) -> aio_pika.Message:
+    """The message as it goes back: failure context dropped, attempts reset, redrive counted."""
+    headers = {k: v for k, v in m.headers.items() if k not in _FAILURE_HEADERS}
+    headers["x-attempts"] = 0
+    headers["x-redriven-count"] = int(m.headers.get("x-redriven-count", 0) or 0) + 1
+    headers["x-redriven-at"] = now
+    p = m.properties
+    return aio_pika.Message(
+        m.body,
+        headers=headers,
+        content_type=p.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=p.message_id,
+        type=p.message_type,
+        timestamp=p.timestamp,
+        app_id=p.app_id,
+    )
+
+
 class UnknownDownstream(ValueError):
     """An operator named a downstream the topology does not have."""
 
@@ -146,38 +164,41 @@ class DeadLetters:
         return chosen[:limit] if limit is not None else chosen
 
     async def redrive(
-        self, chosen: Sequence[DeadMessage], on_moved: Callable[[DeadMessage], None] | None = None
+        self,
+        chosen: Sequence[DeadMessage],
+        on_moved: Callable[[DeadMessage], None] | None = None,
+        window: int = 256,
     ) -> list[DeadMessage]:
-        """Publish chosen messages back to the downstream, order by order in seq order."""
+        """Publish chosen messages back to the downstream, order by order in seq order.
+
+        Publishes on one channel keep their order, so a window of them is in flight at once;
+        each DLQ copy is acked only after its own publish was confirmed.
+        """
         exchange = await self._channel.get_exchange(
             names.hash_exchange(self.downstream), ensure=False
         )
         ordered = sorted(chosen, key=lambda m: (m.order_id, m.seq, m.tag))
         now = datetime.now(UTC).isoformat()
-        moved = []
-        for _, group in groupby(ordered, key=lambda m: m.order_id):
-            for m in group:
-                headers = {k: v for k, v in m.headers.items() if k not in _FAILURE_HEADERS}
-                headers["x-attempts"] = 0
-                headers["x-redriven-count"] = int(m.headers.get("x-redriven-count", 0) or 0) + 1
-                headers["x-redriven-at"] = now
-                p = m.properties
-                message = aio_pika.Message(
-                    m.body,
-                    headers=headers,
-                    content_type=p.content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=p.message_id,
-                    type=p.message_type,
-                    timestamp=p.timestamp,
-                    app_id=p.app_id,
+        moved: list[DeadMessage] = []
+        for start in range(0, len(ordered), window):
+            batch = ordered[start : start + window]
+            confirms = [
+                asyncio.ensure_future(
+                    exchange.publish(_redriven(m, now), m.properties.message_type or "")
                 )
-                # Confirmed before the DLQ copy is acked: a crash here duplicates, never loses.
-                await exchange.publish(message, routing_key=p.message_type or "")
+                for m in batch
+            ]
+            results = await asyncio.gather(*confirms, return_exceptions=True)
+            for m, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    continue  # stays in the DLQ (the channel closes unacked): nothing is lost
                 await self._raw.basic_ack(m.tag)
                 moved.append(m)
                 if on_moved:
                     on_moved(m)
+            if len(moved) < start + len(batch):
+                failed = next(r for r in results if isinstance(r, BaseException))
+                raise failed
         return moved
 
     async def drop(self, chosen: Sequence[DeadMessage]) -> int:

@@ -132,7 +132,6 @@ class DownstreamWorker:
         self.m_e2e = m.end_to_end_seconds.labels(name)
         self.m_retried = {t: m.retried.labels(name, t) for t in spec.retry.tiers}
         self.m_dead = {r: m.dead.labels(name, r.value) for r in DeadReason}
-        self.sessions = 0
         self.holding = 0  # deliveries received and not yet settled
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -190,7 +189,6 @@ class DownstreamWorker:
                     shard, partial(self._on_message, shard, acker), no_ack=False
                 )
                 consumers.append((raw, str(ok.consumer_tag), acker))
-            self.sessions += 1
             sampler = asyncio.create_task(self._sample_lag(publisher))
             log.info(
                 "worker.consuming",
@@ -308,7 +306,7 @@ class DownstreamWorker:
             self.m_duplicates.inc()
             self._settle(d)
             return
-        headers = dict(d.message.headers or {})
+        headers = d.message.headers  # read only: decisions build their own header dicts
         if event.seq > progress.last_seq + 1:
             detail = f"seq {event.seq} arrived after seq {progress.last_seq}"
             if progress.parked_event_id:
