@@ -33,7 +33,13 @@ from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
 from topology.dlq import DeadLetters
 from topology.management import ManagementClient, ManagementError
-from topology.settings import DEFAULT_TOPOLOGY_FILE, Settings, with_vhost
+from topology.settings import (
+    DEFAULT_TOPOLOGY_FILE,
+    Settings,
+    SettingsError,
+    load_settings,
+    with_vhost,
+)
 from topology.spec import TopologySpec
 
 console = Console(stderr=True)
@@ -60,14 +66,20 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.add_argument("--work", type=Path, default=Path("var/demo"), help="stores and files")
     args = parser.parse_args()
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        console.print(f"error: {exc}", markup=False)
+        return 1
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
     (work / "stores").mkdir(parents=True)
     spec = demo_topology(work / "orders.yaml")
     amqp_url = with_vhost(settings.amqp_url, args.vhost)
     try:
-        with ManagementClient(settings.rabbitmq_management_url) as client:
+        with ManagementClient(
+            settings.rabbitmq_management_url, ca_file=settings.management_ca_file
+        ) as client:
             client.delete_vhost(args.vhost)  # a fresh start: no backlog or dead letters of old runs
             apply_plan(client, plan_against(client, spec, compile_topology(spec), args.vhost))
     except ManagementError as exc:

@@ -27,7 +27,7 @@ from producer.relay import Relay
 from producer.simulate import DuplicateRun, run_traffic
 from producer.store import OrderStore
 from topology.logs import configure_logging
-from topology.settings import Settings
+from topology.settings import Settings, SettingsError, load_settings
 from topology.spec import TopologyFileError, TopologySpec, load_spec
 
 
@@ -72,9 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
     err = Console(stderr=True)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return 1
+    configure_logging(settings.log_level, settings.log_json)
     try:
         spec = load_spec(args.file or settings.topology_file)
         runner = _relay_forever if args.command == "relay" else _simulate

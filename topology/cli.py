@@ -24,7 +24,7 @@ from topology.export import definitions
 from topology.management import ManagementClient, ManagementError
 from topology.plan import Action, Change, Plan
 from topology.replay import parse_time, replay
-from topology.settings import Settings, with_vhost
+from topology.settings import SettingsError, load_settings, with_vhost
 from topology.spec import TopologyFileError, load_spec
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
@@ -72,7 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = build_parser().parse_args(argv)
     out, err = Console(), Console(stderr=True)
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return EXIT_ERROR
     path = args.file or settings.topology_file
     vhost = args.vhost or settings.vhost
     try:
@@ -88,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_replay(args, spec, with_vhost(settings.amqp_url, vhost), out))
         if args.command == "dlq":
             return asyncio.run(dlq_cli.run(args, spec, with_vhost(settings.amqp_url, vhost), out))
-        with ManagementClient(settings.rabbitmq_management_url) as client:
+        with ManagementClient(
+            settings.rabbitmq_management_url, ca_file=settings.management_ca_file
+        ) as client:
             if args.command == "status":
                 url = with_vhost(settings.amqp_url, vhost)
                 return asyncio.run(status_cli.run(args, spec, url, client, vhost, out))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -22,7 +24,7 @@ def _q(name: str) -> str:
 class ManagementClient:
     """Typed access to the management API of one broker."""
 
-    def __init__(self, url: str, timeout: float = 15.0) -> None:
+    def __init__(self, url: str, timeout: float = 15.0, ca_file: Path | None = None) -> None:
         parts = urlsplit(url)
         user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
         host = parts.hostname or "localhost"
@@ -30,7 +32,10 @@ class ManagementClient:
         self.base_url = urlunsplit((parts.scheme or "http", netloc, parts.path.rstrip("/"), "", ""))
         self.user = user
         self._http = httpx.Client(
-            base_url=self.base_url + "/api", auth=(user, password), timeout=timeout
+            base_url=self.base_url + "/api",
+            auth=(user, password),
+            timeout=timeout,
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
         )
 
     def __enter__(self) -> ManagementClient:

@@ -15,7 +15,7 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from topology.logs import configure_logging
-from topology.settings import Settings
+from topology.settings import Settings, SettingsError, load_settings
 from topology.spec import TopologyFileError, TopologySpec, load_spec
 from workers.app import UnknownDownstream, build, choose
 from workers.supervisor import run_processes
@@ -39,9 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the workers; return the exit status."""
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_json)
     err = Console(stderr=True)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        return 1
+    configure_logging(settings.log_level, settings.log_json)
     try:
         spec = load_spec(args.file or settings.topology_file)
         return asyncio.run(_run(args, settings, spec))
