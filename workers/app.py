@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from topology.settings import Settings
 from topology.spec import TopologySpec
-from workers.handlers import HANDLERS, FaultHook, Handler
+from workers.handlers import HANDLERS, FaultHook, Handler, OutageSwitch
 from workers.metrics import WorkerMetrics
 from workers.runtime import DownstreamWorker
 from workers.store import DownstreamStore
@@ -72,7 +72,9 @@ async def build(
             log.warning(
                 "worker.no_handler", downstream=name, note="events are recorded in the inbox only"
             )
-        handler = (handler_class or Handler)(ds, faults)
+        outage = settings.workers_outage_dir
+        switch = OutageSwitch(outage / name) if outage else None
+        handler = (handler_class or Handler)(ds, faults, switch)
         store = await DownstreamStore.open(
             name, handler.metadata, settings.workers_dsn, settings.workers_store_dir
         )

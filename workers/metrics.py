@@ -15,6 +15,12 @@ class WorkerMetrics:
         self.consumed = Counter(
             "bus_worker_consumed", "Deliveries received", label, registry=registry
         )
+        self.redelivered = Counter(
+            "bus_worker_redelivered",
+            "Deliveries the broker marked redelivered (a consumer died or closed holding them)",
+            label,
+            registry=registry,
+        )
         self.applied = Counter("bus_worker_applied", "Events applied", label, registry=registry)
         self.duplicates = Counter(
             "bus_worker_duplicates", "Deliveries already applied", label, registry=registry

@@ -122,6 +122,7 @@ class DownstreamWorker:
         self._dead_ex: AbstractExchange | None = None
         m = metrics
         self.m_consumed = m.consumed.labels(name)
+        self.m_redelivered = m.redelivered.labels(name)
         self.m_applied = m.applied.labels(name)
         self.m_duplicates = m.duplicates.labels(name)
         self.m_deferred = m.deferred.labels(name)
@@ -244,6 +245,8 @@ class DownstreamWorker:
 
     async def _on_message(self, shard: str, acker: Acker, raw: DeliveredMessage) -> None:
         self.m_consumed.inc()
+        if getattr(raw.delivery, "redelivered", False):
+            self.m_redelivered.inc()
         self.m_in_flight.inc()
         self.holding += 1
         message = Incoming(raw)

@@ -1,8 +1,13 @@
-"""Producer and five downstreams under load while processes die and connections drop.
+"""Producer and five downstreams under load while processes die, connections drop, a
+downstream's handler fails for a stretch, and (where the test may control it) the broker
+application stops and starts.
 
-Run alone with `pytest -m chaos`. At the end it proves from the outbox, the stores and the
-DLQs: every event applied exactly once per downstream, in seq order, poisoned orders
-dead-lettered with a reason, nothing missing.
+Run alone with `pytest -m chaos`. At the end it proves from the outbox, the stores, the DLQs
+and the stream: every event applied exactly once per downstream, in seq order, poisoned orders
+dead-lettered with a reason, nothing missing; it prints the faults and the figures.
+
+`BUS_CHAOS_CONTROL_BROKER=1` (set by `scripts/test` when `rabbitmqctl` controls the local
+broker) adds `rabbitmqctl stop_app` / `start_app` to the faults.
 """
 
 from __future__ import annotations
@@ -11,44 +16,107 @@ import asyncio
 import os
 import random
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from demo.report import check_store, read_truth
 from producer.db import create_schema, make_engine
 from producer.simulate import run_traffic
 from producer.store import OrderStore
 from tests import topologies
+from tests.integration.amqp import collect_ids, message_count
 from tests.integration.conftest import Vhost
+from topology import names as n
 from topology.dlq import DeadLetters
+from topology.management import ManagementError
+from topology.spec import TopologySpec
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
-ORDERS = 400
+ORDERS = 900
+ORDERS_PER_SECOND = 45
+OUTAGE_SECONDS = 1.5
+STILL_SECONDS = 10.0
+CONTROL_BROKER = os.environ.get("BUS_CHAOS_CONTROL_BROKER") == "1"
+# A new fault schedule every run unless BUS_CHAOS_SEED replays one; the seed is printed.
+SEED = int(os.environ.get("BUS_CHAOS_SEED") or random.randrange(1_000_000))
+# Worker counters scraped from every process incarnation; the last half second before a
+# SIGKILL is lost, so the printed sums are lower bounds.
+SCRAPED = {
+    "bus_worker_redelivered": "redeliveries",
+    "bus_worker_duplicates": "duplicates caught",
+    "bus_worker_deferred": "deferrals",
+    "bus_worker_retried": "retries",
+}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
 class Fleet:
     """The relay and one process per downstream, each killable and restartable."""
 
-    def __init__(self, env: dict[str, str], downstreams: list[str]) -> None:
-        self.env = env
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.downstreams = downstreams
-        self.faults: list[str] = []
+    env: dict[str, str]
+    downstreams: list[str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    incarnation: Counter[str] = field(default_factory=Counter)
+    faults: list[str] = field(default_factory=list)
+    figures: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
 
     def start(self, name: str) -> None:
-        args = ["producer", "relay"] if name == "relay" else ["workers", name]
+        port = self.ports.setdefault(name, _free_port())
+        metrics = ["--metrics-port", str(port)]
+        args = ["producer", *metrics, "relay"] if name == "relay" else ["workers", name, *metrics]
+        self.incarnation[name] += 1
         self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], env=self.env)
 
+    def assert_alive(self) -> None:
+        """Only the chaos may stop a process: one that exited by itself is a failure."""
+        dead = {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
+        assert not dead, f"processes exited by themselves (exit codes): {dead}"
+
     def kill(self, name: str) -> None:
+        self.assert_alive()
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait(10)
         self.faults.append(f"SIGKILL {name}")
         self.start(name)
+
+    async def scrape(self, until: asyncio.Event) -> None:
+        """Keep each worker incarnation's latest counters."""
+        async with httpx.AsyncClient(timeout=1) as http:
+            while not until.is_set():
+                for name in self.downstreams:
+                    key = (name, self.incarnation[name])
+                    try:
+                        text = (await http.get(f"http://127.0.0.1:{self.ports[name]}/")).text
+                    except httpx.HTTPError:
+                        continue
+                    self.figures[key] = _counters(text)
+                await asyncio.sleep(0.5)
+
+    def totals(self) -> dict[str, int]:
+        """Scraped counters summed over every incarnation of every worker."""
+        out: Counter[str] = Counter()
+        for sample in self.figures.values():
+            out.update({k: int(v) for k, v in sample.items()})
+        return dict(out)
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -61,35 +129,96 @@ class Fleet:
                 proc.kill()
 
 
-async def _chaos(fleet: Fleet, vhost: Vhost, rng: random.Random, until: asyncio.Event) -> None:
-    """Inject a fault every second or so until told to stop."""
-    while not until.is_set():
-        await asyncio.sleep(rng.uniform(0.5, 1.5))
-        choice = rng.choice(["relay", "worker", "worker", "connections"])
-        if choice == "relay":
+def _counters(text: str) -> dict[str, float]:
+    out: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name in SCRAPED:
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    out[SCRAPED[family.name]] += sample.value
+    return dict(out)
+
+
+async def _rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()}")
+
+
+async def _restart_broker_app(vhost: Vhost) -> float:
+    """stop_app, a pause, start_app; returns seconds until the management API answers again."""
+    started = time.monotonic()
+    await _rabbitmqctl("stop_app")
+    await asyncio.sleep(1.0)
+    await _rabbitmqctl("start_app")
+    await _rabbitmqctl("await_startup", "--timeout", "60")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            vhost.client.connections(vhost.name)
+            return time.monotonic() - started
+        except ManagementError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+def _schedule(rng: random.Random, downstreams: list[str]) -> list[str]:
+    faults = ["relay", "relay", "connections", "connections", "outage", "outage"]
+    faults += ["worker"] * 6
+    rng.shuffle(faults)
+    if CONTROL_BROKER:
+        faults.insert(len(faults) // 2, "broker")
+    return faults
+
+
+async def _chaos(fleet: Fleet, vhost: Vhost, outages: Path, rng: random.Random) -> None:
+    """Inject every scheduled fault, a second or so apart."""
+    for fault in _schedule(rng, fleet.downstreams):
+        await asyncio.sleep(rng.uniform(0.5, 1.2))
+        if fault == "relay":
             fleet.kill("relay")
-        elif choice == "worker":
+        elif fault == "worker":
             fleet.kill(rng.choice(fleet.downstreams))
-        else:
+        elif fault == "connections":
             conns = vhost.client.connections(vhost.name)
             for conn in conns:
                 vhost.client.close_connection(conn["name"], "chaos")
-            fleet.faults.append(f"closed {len(conns)} connection(s)")
+            fleet.faults.append("closed every connection")
+        elif fault == "outage":
+            # The handler fails every event for a stretch, then heals.
+            victim = rng.choice(fleet.downstreams)
+            switch = outages / victim
+            switch.touch()
+            fleet.faults.append(f"{OUTAGE_SECONDS}s handler outage of {victim}")
+            asyncio.get_running_loop().call_later(OUTAGE_SECONDS, switch.unlink)
+        else:
+            took = await _restart_broker_app(vhost)
+            fleet.faults.append(f"broker stop_app/start_app ({took:.1f}s)")
 
 
 async def test_everything_applies_once_in_order_through_faults(
     vhost: Vhost, tmp_path: Path, topology_file: Any
 ) -> None:
+    # Retry budget 0.2+0.4+0.8x5 s outlasts an outage: a healed handler loses nothing.
     data = topologies.fast_data()
+    for ds in data["downstreams"].values():
+        ds["retry"]["max_attempts"] = 8
     spec = topologies.spec_of(data)
     vhost.apply(spec)
     db = tmp_path / "orders.db"
+    outages = tmp_path / "outages"
+    outages.mkdir()
     env = {
         **os.environ,
         "AMQP_URL": vhost.amqp_url,
         "LOG_LEVEL": "ERROR",
         "TOPOLOGY_FILE": str(topology_file(data)),
         "WORKERS_STORE_DIR": str(tmp_path / "stores"),
+        "WORKERS_OUTAGE_DIR": str(outages),
         "PRODUCER_DSN": f"sqlite+aiosqlite:///{db}",
     }
     names = list(spec.downstreams)
@@ -97,75 +226,135 @@ async def test_everything_applies_once_in_order_through_faults(
     engine = make_engine(env["PRODUCER_DSN"])
     await create_schema(engine)
     started = time.monotonic()
+    done = asyncio.Event()
     try:
         for name in ["relay", *names]:
             fleet.start(name)
-        stop = asyncio.Event()
-        chaos = asyncio.create_task(_chaos(fleet, vhost, random.Random(5), stop))
+        scraper = asyncio.create_task(fleet.scrape(done))
+        chaos = asyncio.create_task(_chaos(fleet, vhost, outages, random.Random(SEED)))
         traffic = await run_traffic(
             OrderStore(engine),
             ORDERS,
             seed=99,
             concurrency=4,
-            rate=80,
+            rate=ORDERS_PER_SECOND,
             flaky_rate=0.1,
             poison_rate=0.03,
         )
-        stop.set()
-        await chaos
+        await chaos  # every scheduled fault happens under load
         faults_done = time.monotonic()
         truth = read_truth(db)
-        expected = 3 * (truth.orders - len(truth.poisoned)) + 3 * len(truth.poisoned)
-        await _settle(vhost, tmp_path / "stores", names, expected, within=180)
+        healthy, poisoned = 3 * (truth.orders - len(truth.poisoned)), 3 * len(truth.poisoned)
+        await _settle(vhost, tmp_path / "stores", spec, (healthy, poisoned), 180, db, fleet)
         recovered = time.monotonic() - faults_done
+        await asyncio.sleep(1.0)  # one more scrape of the settled counters
+        done.set()
+        await scraper
         dead = {}
         for d in names:
             async with DeadLetters(vhost.amqp_url, d) as letters:
                 dead[d] = [(m.order_id, m.reason, m.event_id) for m in letters.messages]
+        in_stream = await _stream_ids(vhost, spec.log.name, _outbox_ids(db))
     finally:
+        done.set()
         fleet.stop_all()
         await engine.dispose()
     checks = [
         c for d in names for c in check_store(d, tmp_path / "stores" / f"{d}.db", truth, dead[d])
     ]
+    figures = fleet.totals()
+    reasons = Counter(reason for letters in dead.values() for _, reason, _ in letters)
     print(
-        f"\nchaos: {traffic.orders} orders, {traffic.events} events, {len(fleet.faults)} faults "
-        f"({', '.join(sorted(set(fleet.faults)))}), settled {recovered:.1f}s after the last fault, "
-        f"{time.monotonic() - started:.1f}s in all; dead letters duplicated by crashes: "
-        f"{sum(len(v) - len({e for *_, e in v}) for v in dead.values())}"
+        f"\nchaos (BUS_CHAOS_SEED={SEED}): {traffic.orders} orders, {traffic.events} events, "
+        f"{len(truth.poisoned)} poisoned, {len(fleet.faults)} faults:\n  "
+        + "\n  ".join(f"{c} x {f}" for f, c in Counter(fleet.faults).items())
+        + f"\n  redeliveries >= {figures.get('redeliveries', 0)}, duplicates caught >= "
+        f"{figures.get('duplicates caught', 0)}, deferrals >= {figures.get('deferrals', 0)}, "
+        f"retries >= {figures.get('retries', 0)}; dead letters by reason {dict(reasons)} "
+        f"(crash duplicates {sum(len(v) - len({e for *_, e in v}) for v in dead.values())}); "
+        f"every outbox event in the stream: {in_stream}\n  settled {recovered:.1f}s after the "
+        f"last fault, {time.monotonic() - started:.1f}s in all"
     )
     failed = [
         f"{c.downstream}: {c.name} expected {c.expected} got {c.actual}" for c in checks if not c.ok
     ]
-    assert not failed, failed
-    assert len(fleet.faults) >= 3
+    healthy_dead = {
+        d: Counter(reason for order_id, reason, _ in letters if order_id not in truth.poisoned)
+        for d, letters in dead.items()
+    }
+    assert not failed, (SEED, failed, {d: dict(c) for d, c in healthy_dead.items() if c})
+    assert in_stream
+    # poison and its parked successors only: the outages healed within the retry ladder
+    assert set(reasons) <= {"non-retryable", "blocked-by-predecessor"}, reasons
+    assert figures.get("redeliveries", 0) > 0  # the kills really interrupted deliveries
+    assert any(f.startswith("SIGKILL relay") for f in fleet.faults)
+    assert any("outage" in f for f in fleet.faults)
+    assert not CONTROL_BROKER or any(f.startswith("broker") for f in fleet.faults)
 
 
-async def _settle(
-    vhost: Vhost, stores: Path, names: list[str], expected: int, within: float
-) -> None:
-    import sqlite3
+def _outbox_ids(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {row[0] for row in conn.execute("SELECT event_id FROM outbox")}
 
-    import aio_pika
 
-    from tests.integration.amqp import message_count
-    from topology import names as n
-
-    deadline = time.monotonic() + within
+async def _stream_ids(vhost: Vhost, log: str, expected: set[str]) -> bool:
     connection = await aio_pika.connect(vhost.amqp_url)
     async with connection:
         channel = await connection.channel()
-        while time.monotonic() < deadline:
-            done = 0
-            for d in names:
+        await channel.set_qos(prefetch_count=500)
+        seen = await collect_ids(channel, log, expected, arguments={"x-stream-offset": "first"})
+    return expected <= seen.keys()
+
+
+async def _settle(
+    vhost: Vhost,
+    stores: Path,
+    spec: TopologySpec,
+    expected: tuple[int, int],
+    within: float,
+    outbox: Path,
+    fleet: Fleet,
+) -> None:
+    """Wait until every downstream has applied or dead-lettered every event, or until nothing
+    has moved for a while with every queue but the DLQs empty (then the checks judge)."""
+    deadline = time.monotonic() + within
+    queues = [
+        *(n.shard(d, i) for d, ds in spec.downstreams.items() for i in range(ds.shards)),
+        *(n.retry_queue(d, t) for d, ds in spec.downstreams.items() for t in ds.retry.tiers),
+    ]
+    connection = await aio_pika.connect(vhost.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        last, still_since = None, time.monotonic()
+        while True:
+            seen = {}
+            for d in spec.downstreams:
                 try:
                     with sqlite3.connect(stores / f"{d}.db") as db:
                         applied = db.execute("SELECT count(*) FROM inbox").fetchone()[0]
                 except sqlite3.Error:
                     applied = 0
-                done += applied + await message_count(channel, n.dlq(d)) >= expected
-            if done == len(names):
+                seen[d] = (applied, await message_count(channel, n.dlq(d)))
+            # Dead letters may be duplicated by a crash; applied events never are (the inbox).
+            if all(a >= expected[0] and dead >= expected[1] for a, dead in seen.values()):
                 await asyncio.sleep(2)  # let stragglers (duplicates) land before judging
                 return
+            if seen != last:
+                last, still_since = seen, time.monotonic()
+            elif time.monotonic() - still_since > STILL_SECONDS and not any(
+                [await message_count(channel, q) for q in queues]
+            ):
+                return
+            if time.monotonic() > deadline:
+                break
+            fleet.assert_alive()
             await asyncio.sleep(0.5)
-    raise AssertionError("the bus did not settle")
+        with sqlite3.connect(outbox) as conn:
+            unsent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at_ms IS NULL").fetchone()
+        waiting = {
+            q["name"]: q.get("messages") for q in vhost.client.list_objects("queues", vhost.name)
+        }
+    raise AssertionError(
+        f"the bus did not settle: expected (applied, dead) {expected} per downstream, got "
+        f"{seen}; outbox unsent {unsent}; queues {waiting}"
+    )

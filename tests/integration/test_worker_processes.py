@@ -211,7 +211,10 @@ async def _active_pids(vhost: Vhost, shards: list[str], expect_consumers: int) -
         if len(active) != 1:
             return None
         # The broker names connections by address; the worker's own name carries its pid.
-        name = owners.get(active[0]["channel_details"].get("connection_name", ""), "")
+        channel = active[0].get("channel_details")
+        if not isinstance(channel, dict):  # [] until the stats of a new channel arrive
+            return None
+        name = owners.get(channel.get("connection_name", ""), "")
         if not name.startswith("worker:"):
             return None
         pids.add(int(name.rsplit(":", 1)[-1]))

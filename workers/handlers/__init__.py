@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workers.handlers.base import FaultHook, Handler
+from workers.handlers.base import FaultHook, Handler, OutageSwitch
 from workers.handlers.fraud_audit import FraudAuditHandler
 from workers.handlers.inventory import InventoryHandler
 from workers.handlers.loyalty import LoyaltyHandler
@@ -20,4 +20,4 @@ HANDLERS: dict[str, type[Handler]] = {
     )
 }
 
-__all__ = ["HANDLERS", "FaultHook", "Handler"]
+__all__ = ["HANDLERS", "FaultHook", "Handler", "OutageSwitch"]

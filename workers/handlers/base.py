@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from sqlalchemy import Connection, MetaData
 
@@ -15,6 +17,23 @@ from workers.store import inbox_table, progress_table
 
 # A test or chaos hook: called before the handler with (event, attempts so far); may raise.
 FaultHook = Callable[[AnyEvent, int], None]
+_OUTAGE_RECHECK_SECONDS = 0.25
+
+
+class OutageSwitch:
+    """A game-day switch: on while its file exists (checked at most every 0.25 s)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._on = False
+        self._checked = float("-inf")
+
+    def on(self) -> bool:
+        """Whether the simulated outage is on now."""
+        now = time.monotonic()
+        if now - self._checked >= _OUTAGE_RECHECK_SECONDS:
+            self._on, self._checked = self.path.exists(), now
+        return self._on
 
 
 class Handler:
@@ -22,8 +41,14 @@ class Handler:
 
     name = "null"
 
-    def __init__(self, spec: DownstreamSpec, faults: FaultHook | None = None) -> None:
+    def __init__(
+        self,
+        spec: DownstreamSpec,
+        faults: FaultHook | None = None,
+        outage: OutageSwitch | None = None,
+    ) -> None:
         self.faults = faults
+        self.outage = outage
         batched = spec.batch is not None
         self.event_time = 0.0 if batched else spec.handler_time / 1000
         self.batch_time = spec.handler_time / 1000 if batched else 0.0
@@ -39,6 +64,8 @@ class Handler:
         """Do the event's work outside the transaction; raise to retry or dead-letter it."""
         if self.faults:
             self.faults(event, attempts)
+        if self.outage and self.outage.on():
+            raise TransientError(f"simulated outage: {self.outage.path} exists")
         if isinstance(event, OrderCreatedEvent):
             for item in event.payload.items:
                 marker = behaviour_of(item.sku)
