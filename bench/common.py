@@ -7,7 +7,10 @@ import platform
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
@@ -22,7 +25,9 @@ def fresh_vhost(spec: TopologySpec | None = None) -> Iterator[tuple[str, Topolog
     settings = Settings()
     spec = spec or load_spec(settings.topology_file)
     name = f"bench-{uuid.uuid4().hex[:10]}"
-    with ManagementClient(settings.rabbitmq_management_url) as client:
+    with ManagementClient(
+        settings.rabbitmq_management_url, ca_file=settings.management_ca_file
+    ) as client:
         apply_plan(client, plan_against(client, spec, compile_topology(spec), name))
         try:
             yield with_vhost(settings.amqp_url, name), spec
@@ -33,7 +38,9 @@ def fresh_vhost(spec: TopologySpec | None = None) -> Iterator[tuple[str, Topolog
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     settings = Settings()
-    with ManagementClient(settings.rabbitmq_management_url) as client:
+    with ManagementClient(
+        settings.rabbitmq_management_url, ca_file=settings.management_ca_file
+    ) as client:
         overview = client.overview()
     return {
         "cpus": os.cpu_count(),
@@ -41,4 +48,17 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "rabbitmq": overview.get("rabbitmq_version"),
         "erlang": overview.get("erlang_version"),
+    }
+
+
+def workers_env(amqp_url: str, data: Any, tmp: Path) -> dict[str, str]:
+    """Environment for a `python -m workers` child: the topology data and its stores in tmp."""
+    topology = tmp / "orders.yaml"
+    topology.write_text(yaml.safe_dump(data))
+    return {
+        **os.environ,
+        "AMQP_URL": amqp_url,
+        "TOPOLOGY_FILE": str(topology),
+        "WORKERS_STORE_DIR": str(tmp),
+        "LOG_LEVEL": "WARNING",
     }

@@ -1,10 +1,15 @@
-"""Latency under load: inventory (2 ms) fed at half its peak rate, publish-to-applied p50/p99,
-beside a raw consumer's publish-to-received latency at the same rate, in one run."""
+"""Latency under load: inventory (2 ms) fed at half its peak rate from a separate process,
+publish-to-applied p50/p99, beside a raw consumer's publish-to-received at the same rate."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,67 +18,85 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bench.common import fresh_vhost
-from bench.relay import life_of
-from events import encode
-from producer.simulate import plan_order
+from bench.common import fresh_vhost, workers_env
 from topology import names
-from topology.settings import Settings
 from topology.spec import TopologySpec
-from workers.app import build
+
+_SETTLE_SECONDS = 60.0
 
 
 def _quantiles(samples: list[float]) -> dict[str, float]:
     cuts = statistics.quantiles(samples, n=100)
-    return {"p50_ms": round(cuts[49] * 1000, 1), "p99_ms": round(cuts[98] * 1000, 1)}
+    return {
+        "events": len(samples),
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+    }
 
 
-async def _feed(amqp_url: str, rate: float, seconds: float, sent: dict[str, float]) -> None:
-    """Publish whole orders at `rate` events/s for `seconds`, recording each publish time."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange("orders", ensure=False)
-        started, i, pending = time.perf_counter(), 0, []
-        while (elapsed := time.perf_counter() - started) < seconds:
-            due = int(elapsed * rate / 3)
-            while i < due:
-                for event in life_of(plan_order(13, i, 0.0, 0.0)):
-                    sent[str(event.event_id)] = time.time()
-                    pending.append(
-                        asyncio.ensure_future(
-                            exchange.publish(encode(event), event.event_type.value)
-                        )
-                    )
-                i += 1
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*pending)
+async def _feed(amqp_url: str, rate: float, seconds: float, tmp: Path) -> dict[str, float]:
+    """Run `python -m bench.feed` in its own process; its publish time per event id."""
+    out = tmp / "sent.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.feed", amqp_url, str(rate), str(seconds), str(out)
+    )
+    if await proc.wait() != 0:
+        raise RuntimeError("the feeder failed")
+    sent: dict[str, float] = json.loads(out.read_text())
+    return sent
 
 
-async def bus_latency(spec: TopologySpec, rate: float, seconds: float) -> dict[str, Any]:
-    """p50/p99 from publish to the inbox commit, for inventory at `rate` events/s."""
-    sent: dict[str, float] = {}
+def _applied(store: Path) -> dict[str, float]:
+    try:
+        with contextlib.closing(sqlite3.connect(store, timeout=5)) as db:
+            rows = db.execute("SELECT event_id, applied_at_us FROM inbox").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {event_id: us / 1e6 for event_id, us in rows}
+
+
+async def bus_latency(data: Any, rate: float, seconds: float) -> dict[str, Any]:
+    """p50/p99 from publish to the inbox commit of `python -m workers inventory`."""
+    spec = TopologySpec.model_validate(data)
     with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
-        workers = await build(
-            spec, ["inventory"], Settings(amqp_url=url, workers_store_dir=Path(tmp))
+        env = workers_env(url, data, Path(tmp))
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "workers", "inventory", env=env
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(workers.run(stop))
-        await asyncio.sleep(1.0)  # consumers attached
-        await _feed(url, rate, seconds, sent)
-        store = workers.workers[0].store
-        while len(rows := await store.inbox_rows()) < len(sent):  # noqa: ASYNC110 - sampling
-            await asyncio.sleep(0.2)
-        stop.set()
-        await task
-    return _quantiles([r.applied_at_us / 1e6 - sent[r.event_id] for r in rows])
+        try:
+            await asyncio.sleep(2.0)  # consumers attached before the clock starts
+            sent = await _feed(url, rate, seconds, Path(tmp))
+            deadline = time.monotonic() + _SETTLE_SECONDS
+            while len(applied := _applied(Path(tmp) / "inventory.db")) < len(sent):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(applied)} of {len(sent)} applied")
+                await asyncio.sleep(0.2)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await worker.wait()
+    return _quantiles([applied[e] - t for e, t in sent.items()])
+
+
+async def ingest_peak(spec: TopologySpec, seconds: float) -> float:
+    """Events/s a raw consumer receives while the feeder publishes as fast as it can."""
+    received: dict[str, float] = {}
+    await _raw(spec, 0.0, seconds, received)
+    started = min(received.values())
+    return sum(1 for t in received.values() if t <= started + seconds) / seconds
 
 
 async def raw_latency(spec: TopologySpec, rate: float, seconds: float) -> dict[str, Any]:
     """p50/p99 from publish to receipt by a raw consumer that only acks, at the same rate."""
-    sent: dict[str, float] = {}
     received: dict[str, float] = {}
-    with fresh_vhost(spec) as (url, _):
+    sent = await _raw(spec, rate, seconds, received)
+    return _quantiles([received[e] - t for e, t in sent.items()])
+
+
+async def _raw(
+    spec: TopologySpec, rate: float, seconds: float, received: dict[str, float]
+) -> dict[str, float]:
+    """Feed at `rate` (0: flat out) to a raw consumer that only acks; the publish times."""
+    with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
         connection = await aio_pika.connect(url)
         async with connection:
             for i in range(spec.downstreams["inventory"].shards):
@@ -86,7 +109,10 @@ async def raw_latency(spec: TopologySpec, rate: float, seconds: float) -> dict[s
                     await message.ack()
 
                 await queue.consume(take)
-            await _feed(url, rate, seconds, sent)
-            while len(received) < len(sent):  # noqa: ASYNC110 - sampling
+            sent = await _feed(url, rate, seconds, Path(tmp))
+            deadline = time.monotonic() + _SETTLE_SECONDS
+            while len(received) < len(sent):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(received)} of {len(sent)} received")
                 await asyncio.sleep(0.1)
-    return _quantiles([received[e] - t for e, t in sent.items()])
+    return sent

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import sqlite3
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import fresh_vhost, machine
+from bench.common import fresh_vhost, machine, workers_env
 from bench.consume import publish_all, raw_consume
 from bench.relay import life_of
 from producer.simulate import plan_order
@@ -58,15 +57,7 @@ def variant_data(keep: list[str], **changes: Any) -> Any:
 async def bus_drain_processes(amqp_url: str, data: Any, per_downstream: int) -> dict[str, float]:
     """`python -m workers all` (a process per downstream), timed until every inbox is full."""
     with tempfile.TemporaryDirectory() as tmp:
-        topology = Path(tmp) / "orders.yaml"
-        topology.write_text(yaml.safe_dump(data))
-        env = {
-            **os.environ,
-            "AMQP_URL": amqp_url,
-            "TOPOLOGY_FILE": str(topology),
-            "WORKERS_STORE_DIR": tmp,
-            "LOG_LEVEL": "WARNING",
-        }
+        env = workers_env(amqp_url, data, Path(tmp))
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers", "all", env=env)
         rates: dict[str, float] = {}
