@@ -26,8 +26,9 @@ class Acker:
         self.low = 1  # every tag below this is settled on the broker
         self.done: set[int] = set()  # completed, not yet covered by a multiple ack
         self.singly: set[int] = set()  # completed and already settled one by one
-        self.requeue: set[int] = set()
+        self.requeue: set[int] = set()  # handed back, nack not sent yet
         self.pending = 0
+        self.gone = False  # the channel closed: nothing more can be settled on it
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
 
@@ -44,6 +45,8 @@ class Acker:
 
     def _schedule(self) -> None:
         self.pending += 1
+        if self.gone:
+            return
         if self.pending >= self.every or self.requeue:
             self._start_flush()
         elif self._timer is None:
@@ -61,12 +64,15 @@ class Acker:
             self._timer = None
         self.pending = 0
         try:
-            for tag in sorted(self.requeue):
+            requeue = sorted(self.requeue)
+            self.requeue.difference_update(requeue)
+            for tag in requeue:
                 await self.channel.basic_nack(tag, requeue=True)
                 self.singly.add(tag)
-            self.requeue.clear()
+            # A tag handed back while the frames above were on their way is not nacked yet:
+            # the prefix stops before it, or the multiple ack would settle it as done.
             high, ack_at = self.low - 1, 0
-            while high + 1 in self.done:
+            while high + 1 in self.done and high + 1 not in self.requeue:
                 high += 1
                 if high not in self.singly:
                     ack_at = high
@@ -76,14 +82,19 @@ class Acker:
                 self.done.discard(tag)
                 self.singly.discard(tag)
             self.low = high + 1
-            stragglers = sorted(self.done - self.singly)
+            stragglers = sorted(self.done - self.singly - self.requeue)
             if len(stragglers) >= STRAGGLER_LIMIT:
                 for tag in stragglers:
                     await self.channel.basic_ack(tag)
                 self.singly.update(stragglers)
         except (AMQPError, ConnectionError, RuntimeError):
             # The channel is gone: the broker requeues everything unacked on it.
-            pass
+            self.gone = True
+            return
+        if (self.requeue or self.pending) and self._timer is None:
+            # Owed while this flush was sending: the timer's flush starts once this one ends.
+            delay = 0 if self.requeue else self.interval
+            self._timer = asyncio.get_running_loop().call_later(delay, self._start_flush)
 
     async def close(self) -> None:
         """Flush what is owed and stop."""

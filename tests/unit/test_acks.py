@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from workers import acks
@@ -61,3 +62,40 @@ async def test_hand_back_requeues_and_the_prefix_moves_past_it() -> None:
     assert ("nack", 2, True) in rec.frames
     assert ("ack", 3, True) in rec.frames
     assert acker.low == 4
+
+
+@dataclass
+class SlowRecorder(Recorder):
+    """Each frame yields to the loop, where `during` may hand another delivery back."""
+
+    during: list[object] = field(default_factory=list)
+
+    async def basic_nack(self, tag: int, requeue: bool = True) -> None:
+        await super().basic_nack(tag, requeue)
+        for act in self.during:
+            act()  # type: ignore[operator]
+        self.during.clear()
+        await asyncio.sleep(0)
+
+
+async def test_a_delivery_handed_back_during_a_flush_is_requeued_never_acked() -> None:
+    rec = SlowRecorder()
+    acker = Acker(rec, every=10_000, interval=0.001)  # type: ignore[arg-type]
+    acker.complete(1)
+    acker.hand_back(2)
+    acker.complete(3)
+    # While the nack of 2 is on its way, 4 is handed back and 5 completes.
+    rec.during = [lambda: acker.hand_back(4), lambda: acker.complete(5)]
+    await acker.flush()
+    for _ in range(100):
+        if ("nack", 4, True) in rec.frames and acker.low == 6:
+            break
+        await asyncio.sleep(0.002)
+    nack4 = rec.frames.index(("nack", 4, True))
+    covering = [
+        i
+        for i, (kind, tag, multiple) in enumerate(rec.frames)
+        if kind == "ack" and (tag == 4 or (multiple and tag >= 4))
+    ]
+    assert all(i > nack4 for i in covering), rec.frames  # 4 is settled by its nack only
+    assert ("ack", 5, True) in rec.frames and acker.low == 6 and not acker.requeue
