@@ -19,6 +19,7 @@ class ProgressCache:
         self._known: dict[str, Progress] = {}
         self._waiting: dict[str, asyncio.Future[Progress]] = {}
         self._loading: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped by clear(): a load begun before it is not cached
 
     def prefetch(self, order_id: str) -> None:
         """Start loading an order's progress now (deliveries ask early, in bursts)."""
@@ -38,6 +39,7 @@ class ProgressCache:
         await asyncio.sleep(self.gather)  # let the misses of the next moments gather
         while self._waiting:
             batch, self._waiting = self._waiting, {}
+            generation = self._generation
             try:
                 found = await self.store.load_progress(batch)
             except Exception as exc:
@@ -46,7 +48,9 @@ class ProgressCache:
                 continue
             self._evict(len(batch))
             for order_id, fut in batch.items():
-                progress = self._known[order_id] = found.get(order_id) or Progress()
+                progress = found.get(order_id) or Progress()
+                if generation == self._generation:
+                    self._known[order_id] = progress
                 fut.set_result(progress)
 
     def _evict(self, room: int) -> None:
@@ -62,3 +66,4 @@ class ProgressCache:
     def clear(self) -> None:
         """Forget everything (a new session may follow another process's work)."""
         self._known.clear()
+        self._generation += 1

@@ -245,11 +245,20 @@ class DownstreamWorker:
 
     async def _on_message(self, shard: str, acker: Acker, raw: DeliveredMessage) -> None:
         self.m_consumed.inc()
-        if getattr(raw.delivery, "redelivered", False):
+        redelivered = bool(getattr(raw.delivery, "redelivered", False))
+        if redelivered:
             self.m_redelivered.inc()
         self.m_in_flight.inc()
         self.holding += 1
         message = Incoming(raw)
+        log.debug(
+            "worker.received",
+            downstream=self.name,
+            shard=shard,
+            event_id=message.message_id,
+            tag=message.delivery_tag,
+            redelivered=redelivered,
+        )
         delivery = Delivery(message, shard, acker)
         if self.ack_first:
             acker.complete(message.delivery_tag)
@@ -307,6 +316,13 @@ class DownstreamWorker:
         progress = await self.cache.get(event.order_id)
         if event.seq <= progress.last_seq:
             self.m_duplicates.inc()
+            log.debug(
+                "worker.duplicate",
+                downstream=self.name,
+                event_id=d.message.message_id,
+                seq=event.seq,
+                last_seq=progress.last_seq,
+            )
             self._settle(d)
             return
         headers = d.message.headers  # read only: decisions build their own header dicts
@@ -336,11 +352,16 @@ class DownstreamWorker:
         try:
             await self.committer.submit(event, after)
         except AlreadyApplied:
+            # Applied by an earlier delivery this cache did not see land (a lane of a closed
+            # session, another process): the store, not the cache, knows the order's progress.
+            self.cache.forget(event.order_id)
             self.m_duplicates.inc()
+            log.debug("worker.already_applied", downstream=self.name, event_id=event_id)
             self._settle(d)
             return
         progress.last_seq, progress.parked_event_id = after.last_seq, after.parked_event_id
         self.m_applied.inc()
+        log.debug("worker.applied", downstream=self.name, event_id=event_id, seq=event.seq)
         self.m_e2e.observe((datetime.now(UTC) - event.occurred_at).total_seconds())
         self._settle(d)
 
