@@ -75,7 +75,9 @@ class RetrySpec(_Spec):
         "long": 60_000,
     }
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
-    max_deferrals: Annotated[int, Field(ge=0, le=10_000)] = 100
+    # x the first tier: how long a later event waits for its predecessor. It must outlast
+    # the broker's dead-letter re-send delay after a restart (stock 180 s; see rabbitmq/).
+    max_deferrals: Annotated[int, Field(ge=0, le=10_000)] = 300
 
     @model_validator(mode="after")
     def _delays_positive(self) -> RetrySpec:
