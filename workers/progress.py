@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from workers.store import DownstreamStore, Progress
 
@@ -56,8 +57,9 @@ class ProgressCache:
     def _evict(self, room: int) -> None:
         # Safe at any time: the store holds every committed change, a miss reloads it.
         overflow = len(self._known) + room - self.max_entries
-        for order_id in list(self._known)[: max(0, overflow)]:
-            del self._known[order_id]
+        if overflow > 0:  # the oldest entries first; no full copy of the keys on every load
+            for order_id in list(itertools.islice(self._known, overflow)):
+                del self._known[order_id]
 
     def forget(self, order_id: str) -> None:
         """Drop one order, so the next get reads it from the store."""

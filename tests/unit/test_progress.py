@@ -42,3 +42,14 @@ async def test_a_load_begun_before_clear_is_not_cached_after_it() -> None:
     assert (await early).last_seq == 0  # its waiter gets what was read
     assert (await cache.get("a")).last_seq == 1  # the next asker reads the store again
     assert store.queries == 2
+
+
+async def test_the_oldest_entries_make_room() -> None:
+    store = SlowStore({})
+    cache = ProgressCache(store, max_entries=3, gather=0)  # type: ignore[arg-type]
+    for order_id in ("a", "b", "c", "d"):
+        await cache.get(order_id)
+    await cache.get("a")  # evicted: read again
+    assert store.queries == 5
+    await cache.get("d")  # still cached
+    assert store.queries == 5
