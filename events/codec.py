@@ -68,6 +68,15 @@ class MessageLike(Protocol):
     def content_type(self) -> str | None: ...
 
 
+class ReceivedLike(MessageLike, Protocol):
+    """A received message whose other properties a republished copy keeps."""
+
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def app_id(self) -> str | None: ...
+
+
 def encode(event: AnyEvent, app_id: str = "order-service") -> aio_pika.Message:
     """Build the persistent AMQP message that carries event."""
     return message_for(
@@ -101,6 +110,20 @@ def message_for(
         timestamp=occurred_at,
         app_id=app_id,
         headers={HEADER_ORDER_ID: order_id, HEADER_SEQ: seq, HEADER_ATTEMPTS: 0},
+    )
+
+
+def republished(message: ReceivedLike, headers: dict[str, Any]) -> aio_pika.Message:
+    """A persistent copy of a received message with new headers (retry, DLQ, redrive, replay)."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        app_id=message.app_id,
     )
 
 

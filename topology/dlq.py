@@ -12,7 +12,7 @@ from typing import Any
 import aio_pika
 from aiormq.abc import DeliveredMessage
 
-from events.codec import BROKER_DEATH_HEADERS
+from events.codec import BROKER_DEATH_HEADERS, republished
 from topology import names
 
 # Headers that describe a failure or a retry; a redriven message starts afresh without them.
@@ -42,6 +42,32 @@ class DeadMessage:
         """The message_id (the event_id for well-formed events)."""
         return str(self.properties.message_id or "")
 
+    # The properties a republished copy keeps (events.codec.ReceivedLike).
+    @property
+    def message_id(self) -> str | None:
+        """The message_id property."""
+        return self.properties.message_id  # type: ignore[no-any-return]
+
+    @property
+    def type(self) -> str | None:
+        """The type property (the event type)."""
+        return self.properties.message_type  # type: ignore[no-any-return]
+
+    @property
+    def content_type(self) -> str | None:
+        """The content_type property."""
+        return self.properties.content_type  # type: ignore[no-any-return]
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The timestamp property."""
+        return self.properties.timestamp  # type: ignore[no-any-return]
+
+    @property
+    def app_id(self) -> str | None:
+        """The app_id property."""
+        return self.properties.app_id  # type: ignore[no-any-return]
+
     @property
     def order_id(self) -> str:
         """The order_id header ('' when missing)."""
@@ -70,7 +96,7 @@ class DeadMessage:
             "event_id": self.event_id,
             "order_id": self.order_id,
             "seq": self.seq,
-            "type": self.properties.message_type or "",
+            "type": self.type or "",
             "reason": self.reason,
             "error": str(self.headers.get("x-error-message", ""))[:120],
             "failed_at": str(self.headers.get("x-failed-at", "")),
@@ -98,17 +124,7 @@ def _redriven(m: DeadMessage, now: str) -> aio_pika.Message:
     headers["x-attempts"] = 0
     headers["x-redriven-count"] = int(m.headers.get("x-redriven-count", 0) or 0) + 1
     headers["x-redriven-at"] = now
-    p = m.properties
-    return aio_pika.Message(
-        m.body,
-        headers=headers,
-        content_type=p.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=p.message_id,
-        type=p.message_type,
-        timestamp=p.timestamp,
-        app_id=p.app_id,
-    )
+    return republished(m, headers)
 
 
 class UnknownDownstream(ValueError):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from events.codec import republished
 from topology import names
 from topology.units import parse_duration_ms
 
@@ -80,16 +81,7 @@ async def replay(
                 headers[HEADER_REPLAYED] = True
                 if reapply:
                     headers[HEADER_REAPPLY] = True
-                out = aio_pika.Message(
-                    message.body,
-                    headers=headers,
-                    content_type=message.content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=message.message_id,
-                    type=message.type,
-                    timestamp=message.timestamp,
-                    app_id=message.app_id,
-                )
+                out = republished(message, headers)
                 pending.add(
                     asyncio.ensure_future(target.publish(out, routing_key=message.type or ""))
                 )

@@ -19,6 +19,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 from aiormq.abc import DeliveredMessage
 
 from events import AnyEvent, MalformedEvent, decode
+from events.codec import republished
 from topology import names
 from topology.backoff import backoff_delay
 from topology.spec import DownstreamSpec, Semantics
@@ -370,16 +371,7 @@ class DownstreamWorker:
     ) -> None:
         """Republish to a retry tier or the DLQ, confirmed, then settle the original."""
         message = d.message
-        out = aio_pika.Message(
-            body=message.body,
-            headers=decision.headers,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            type=message.type,
-            timestamp=message.timestamp,
-            app_id=message.app_id,
-        )
+        out = republished(message, decision.headers)
         event = d.event
         context = {
             "downstream": self.name,

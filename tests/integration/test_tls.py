@@ -19,6 +19,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from tests.factories import order_events
 from tests.integration.broker import Broker
 from tests.integration.conftest import Vhost
 from tests.integration.worker_fixtures import publish_events, wait_for
@@ -62,13 +63,6 @@ def tls(broker: Broker) -> Tls:
     return found
 
 
-def _order_events() -> list[Any]:
-    from bench.relay import life_of
-    from producer.simulate import plan_order
-
-    return [e for i in range(5) for e in life_of(plan_order(3, i, 0.0, 0.0))]
-
-
 async def _vhost_connections(vhost: Vhost, count: int) -> list[dict[str, Any]]:
     """The vhost's connections once the management API lists `count` of them (stats lag)."""
 
@@ -91,7 +85,7 @@ async def test_a_worker_and_a_publisher_over_amqps_with_a_ca_file(
     stop = asyncio.Event()
     task = asyncio.create_task(workers.run(stop))
     try:
-        events = _order_events()
+        events = [e for i in range(5) for e in order_events(f"tls-{i}")]
         assert await publish_events(settings.amqp_url, events) == len(events)
         store = workers.workers[0].store
 
