@@ -26,8 +26,8 @@ from producer.outbox import Outbox
 from producer.relay import Relay
 from producer.simulate import DuplicateRun, run_traffic
 from producer.store import OrderStore
-from topology.logs import configure_logging
-from topology.settings import Settings, SettingsError, load_settings
+from topology.entry import start
+from topology.settings import Settings
 from topology.spec import TopologyFileError, TopologySpec, load_spec
 
 
@@ -73,12 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+    if (settings := start(err)) is None:
         return 1
-    configure_logging(settings.log_level, settings.log_json)
     try:
         spec = load_spec(args.file or settings.topology_file)
         runner = _relay_forever if args.command == "relay" else _simulate

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from topology.logs import configure_logging
-from topology.settings import Settings, SettingsError, load_settings
+from topology.entry import start
+from topology.settings import Settings
 from topology.spec import TopologyFileError, TopologySpec, load_spec
 from workers.app import UnknownDownstream, build, choose
 from workers.supervisor import run_processes
@@ -40,12 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the workers; return the exit status."""
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+    if (settings := start(err)) is None:
         return 1
-    configure_logging(settings.log_level, settings.log_json)
     try:
         spec = load_spec(args.file or settings.topology_file)
         return asyncio.run(_run(args, settings, spec))
