@@ -146,7 +146,10 @@ class DeadLetters:
 
     async def __aenter__(self) -> DeadLetters:
         self._connection = await aio_pika.connect(self.amqp_url)
-        self._channel = await self._connection.channel(publisher_confirms=True)
+        # A redrive the hash exchange cannot route raises; its DLQ copy stays.
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
         self._raw = await self._channel.get_underlay_channel()
         depth = await self._depth()
         if depth:

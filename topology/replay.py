@@ -60,7 +60,7 @@ async def replay(
     async with connection:
         reader = await connection.channel()
         await reader.set_qos(prefetch_count=500)  # streams need a prefetch
-        writer = await connection.channel(publisher_confirms=True)
+        writer = await connection.channel(publisher_confirms=True, on_return_raises=True)
         target = await writer.get_exchange(names.hash_exchange(downstream), ensure=False)
         queue = await reader.get_queue(log_queue, ensure=False)
         pending: set[asyncio.Future[object]] = set()

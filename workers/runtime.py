@@ -170,7 +170,9 @@ class DownstreamWorker:
         connection.close_callbacks.add(lambda *_: ended.set())
         consumers: list[tuple[RawChannel, str, Acker]] = []
         try:
-            publisher = await connection.channel(publisher_confirms=True)
+            # An unroutable retry or dead letter must fail its publish, never be "confirmed"
+            # and then have its original acked (aio-pika's default only logs the return).
+            publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
             publisher.close_callbacks.add(lambda *_: ended.set())
             self._retry_ex = await publisher.get_exchange(
                 names.retry_exchange(self.name), ensure=False

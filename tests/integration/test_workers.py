@@ -24,6 +24,7 @@ from tests.integration.worker_fixtures import (
     wait_for,
 )
 from topology import names
+from topology.model import BindingDef
 from topology.spec import TopologySpec
 from workers.errors import TransientError
 
@@ -206,3 +207,31 @@ async def test_postgresql_stores_take_the_same_path(
             # order_events: 2 x 9.99 + 5.00 = 24.98 paid per order -> 24 points each.
             assert balances == {f"cust-ord-{i:03d}": 24 for i in range(30)}
         assert not list(tmp_path.glob("*.db")), "PostgreSQL stores must not write SQLite files"
+
+
+async def test_a_retry_the_broker_cannot_route_is_never_acked_away(
+    vhost: Vhost, fast_spec: TopologySpec, tmp_path: Path
+) -> None:
+    # The tier's binding is gone (a topology changed but not applied): the retry publish
+    # comes back unroutable. The original must not be acked as if it were moved; handed
+    # back again and again, the broker's delivery limit dead-letters it instead.
+    vhost.apply(fast_spec)
+    d = "inventory"
+    tier = next(iter(fast_spec.downstreams[d].retry.tiers))
+    vhost.client.unbind(
+        vhost.name,
+        BindingDef(names.retry_exchange(d), names.retry_queue(d, tier), "queue", tier),
+    )
+    stuck = order_events("ord-stuck")
+
+    def faults(event: AnyEvent, attempts: int) -> None:
+        if event.order_id == "ord-stuck":
+            raise TransientError("dependency down")
+
+    async with running_workers(vhost.amqp_url, fast_spec, tmp_path, [d], faults) as workers:
+        await publish_events(vhost.amqp_url, [*stuck, *order_events("ord-fine")])
+        dead = await _dlq(vhost, d, 3)
+        rows = await workers.workers[0].store.inbox_rows()
+    assert {m.message_id for m in dead} == {str(e.event_id) for e in stuck}
+    assert {m.headers["x-death"][0]["reason"] for m in dead} == {"delivery_limit"}
+    assert {r.order_id for r in rows} == {"ord-fine"}
