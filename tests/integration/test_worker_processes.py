@@ -74,6 +74,9 @@ async def test_sigkilled_worker_restarts_with_nothing_lost_or_applied_twice(
     vhost: Vhost, tmp_path: Path, topology_file: Any
 ) -> None:
     data = topologies.fast_data()
+    # Slow enough (at most 8 lanes / 10 ms = 800 events/s) that the kill lands
+    # mid-run however fast the machine polls.
+    data["downstreams"]["inventory"] |= {"handler_time": "10ms", "concurrency": 8}
     spec = topologies.spec_of(data)
     vhost.apply(spec)
     path = topology_file(data)
