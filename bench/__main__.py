@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import latency, relay, workers
-from topology.logs import configure_logging
+from common.logs import configure_logging
 
 
 async def run(quick: bool, with_latency: bool) -> dict[str, Any]:

@@ -12,11 +12,12 @@ from typing import Any
 
 import yaml
 
+from common.settings import Settings, with_vhost
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
 from topology.management import ManagementClient
-from topology.settings import Settings, with_vhost
 from topology.spec import TopologySpec, load_spec
+from workers.launch import worker_env
 
 
 @contextmanager
@@ -55,10 +56,4 @@ def workers_env(amqp_url: str, data: Any, tmp: Path) -> dict[str, str]:
     """Environment for a `python -m workers` child: the topology data and its stores in tmp."""
     topology = tmp / "orders.yaml"
     topology.write_text(yaml.safe_dump(data))
-    return {
-        **os.environ,
-        "AMQP_URL": amqp_url,
-        "TOPOLOGY_FILE": str(topology),
-        "WORKERS_STORE_DIR": str(tmp),
-        "LOG_LEVEL": "WARNING",
-    }
+    return worker_env(amqp_url, topology, tmp)

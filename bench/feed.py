@@ -16,9 +16,8 @@ from pathlib import Path
 
 import aio_pika
 
-from bench.relay import life_of
 from events import encode
-from producer.simulate import plan_order
+from producer.planned import plan_order
 
 _TICK = 0.002  # pacing granularity; bursts stay below one tick's worth of events
 _WINDOW = 256
@@ -35,7 +34,7 @@ async def feed(amqp_url: str, rate: float, seconds: float) -> dict[str, float]:
         started, order = time.perf_counter(), 0
         while (elapsed := time.perf_counter() - started) < seconds:
             while order * 3 < elapsed * rate or (rate <= 0 and len(pending) < _WINDOW):
-                for event in life_of(plan_order(13, order, 0.0, 0.0)):
+                for event in plan_order(13, order, 0.0, 0.0).events():
                     message = encode(event)
                     sent[str(event.event_id)] = time.time()
                     pending.append(

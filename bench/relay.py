@@ -15,7 +15,6 @@ import json
 import statistics
 import tempfile
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,58 +22,21 @@ import aio_pika
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import fresh_vhost, machine
-from events import (
-    AnyEvent,
-    OrderCreated,
-    OrderCreatedEvent,
-    OrderPaid,
-    OrderPaidEvent,
-    OrderShipped,
-    OrderShippedEvent,
-)
+from common.logs import configure_logging
 from producer.db import create_schema, make_engine, outbox
-from producer.outbox import Outbox, OutboxRow
+from producer.outbox import Outbox, OutboxRow, outbox_values
+from producer.planned import plan_order
 from producer.relay import Relay
-from producer.simulate import PlannedOrder, plan_order
-from topology.logs import configure_logging
-
-
-def life_of(order: PlannedOrder) -> list[AnyEvent]:
-    """The three events of a planned order."""
-    total = sum((i.price * i.qty for i in order.items), Decimal(0))
-    created = OrderCreated(
-        customer_id=order.customer_id, items=list(order.items), total=total, currency="EUR"
-    )
-    return [
-        OrderCreatedEvent(order_id=order.order_id, seq=1, payload=created),
-        OrderPaidEvent(
-            order_id=order.order_id, seq=2, payload=OrderPaid(amount=total, method=order.method)
-        ),
-        OrderShippedEvent(
-            order_id=order.order_id,
-            seq=3,
-            payload=OrderShipped(carrier=order.carrier, tracking=f"T{order.order_id}"),
-        ),
-    ]
 
 
 async def prefill(engine: AsyncEngine, events: int) -> list[OutboxRow]:
     """Write `events` outbox rows (orders' created/paid/shipped, interleaved by id)."""
     await create_schema(engine)
-    rows = []
-    for i in range(events // 3):
-        order = plan_order(1, i, 0.0, 0.0)
-        for event in life_of(order):
-            rows.append(
-                {
-                    "event_id": str(event.event_id),
-                    "order_id": event.order_id,
-                    "seq": event.seq,
-                    "event_type": event.event_type.value,
-                    "occurred_at_ms": int(event.occurred_at.timestamp() * 1000),
-                    "body": event.model_dump_json().encode(),
-                }
-            )
+    rows = [
+        outbox_values(event)
+        for i in range(events // 3)
+        for event in plan_order(1, i, 0, 0).events()
+    ]
     async with engine.begin() as conn:
         await conn.execute(outbox.insert(), rows)
     return await Outbox(engine).fetch_unsent(0, events)

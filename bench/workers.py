@@ -29,17 +29,16 @@ import yaml
 
 from bench.common import fresh_vhost, machine, workers_env
 from bench.consume import publish_all, raw_consume
-from bench.relay import life_of
-from producer.simulate import plan_order
-from topology.logs import configure_logging
-from topology.settings import DEFAULT_TOPOLOGY_FILE, Settings
-from topology.spec import TopologySpec, load_spec
+from common.logs import configure_logging
+from producer.planned import plan_order
+from topology.spec import DEFAULT_TOPOLOGY_FILE, TopologySpec, load_spec
 from workers.app import build
+from workers.settings import WorkerSettings
 
 
 def events_for(orders: int) -> list[Any]:
     """created/paid/shipped of `orders` orders, each order's events in seq order."""
-    return [e for i in range(orders) for e in life_of(plan_order(7, i, 0.0, 0.0))]
+    return [e for i in range(orders) for e in plan_order(7, i, 0.0, 0.0).events()]
 
 
 def variant(keep: list[str], **changes: Any) -> TopologySpec:
@@ -82,7 +81,7 @@ def _inbox_count(path: Path) -> int:
 async def bus_drain(amqp_url: str, spec: TopologySpec, per_downstream: int) -> dict[str, float]:
     """Run every downstream of spec in this process until each applied per_downstream events."""
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(amqp_url=amqp_url, workers_store_dir=Path(tmp))
+        settings = WorkerSettings(amqp_url=amqp_url, workers_store_dir=Path(tmp))
         workers = await build(spec, ["all"], settings)
         stop = asyncio.Event()
         started = time.perf_counter()

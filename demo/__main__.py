@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -27,20 +26,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from common.amqp import queue_depth
+from common.settings import Settings, SettingsError, load_settings, with_vhost
 from demo.report import Check, check_store, read_truth
+from operations.dlq import DeadLetters
 from topology import names
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
-from topology.dlq import DeadLetters
 from topology.management import ManagementClient, ManagementError
-from topology.settings import (
-    DEFAULT_TOPOLOGY_FILE,
-    Settings,
-    SettingsError,
-    load_settings,
-    with_vhost,
-)
-from topology.spec import TopologySpec
+from topology.spec import DEFAULT_TOPOLOGY_FILE, TopologySpec
+from workers.launch import worker_command, worker_env
 
 console = Console(stderr=True)
 
@@ -86,15 +81,13 @@ def main() -> int:
         console.print(f"[bold red]error:[/] {exc}")
         return 1
     console.print(f"topology applied to vhost {args.vhost!r}: {len(spec.downstreams)} downstreams")
-    env = {
-        **os.environ,
-        "AMQP_URL": amqp_url,
-        "TOPOLOGY_FILE": str(work / "orders.yaml"),
-        "WORKERS_STORE_DIR": str(work / "stores"),
-        "LOG_LEVEL": "WARNING",
-        "PRODUCER_DSN": f"sqlite+aiosqlite:///{work / 'orders.db'}",
-    }
-    workers = subprocess.Popen([sys.executable, "-m", "workers", "all"], env=env)
+    env = worker_env(
+        amqp_url,
+        work / "orders.yaml",
+        work / "stores",
+        extra={"PRODUCER_DSN": f"sqlite+aiosqlite:///{work / 'orders.db'}"},
+    )
+    workers = subprocess.Popen(worker_command("all"), env=env)
     try:
         outcome = asyncio.run(run(args, spec, amqp_url, env, work))
     finally:
@@ -167,10 +160,15 @@ async def watch(
                 done = 0
                 for d, ds in spec.downstreams.items():
                     applied = _count(stores / f"{d}.db")
-                    dlq = await _depth(channel, names.dlq(d))
-                    lag = sum([await _depth(channel, names.shard(d, i)) for i in range(ds.shards)])
+                    dlq = await queue_depth(channel, names.dlq(d))
+                    lag = sum(
+                        [await queue_depth(channel, names.shard(d, i)) for i in range(ds.shards)]
+                    )
                     waiting = sum(
-                        [await _depth(channel, names.retry_queue(d, t)) for t in ds.retry.tiers]
+                        [
+                            await queue_depth(channel, names.retry_queue(d, t))
+                            for t in ds.retry.tiers
+                        ]
                     )
                     progress.update(tasks[d], completed=applied + dlq, lag=lag + waiting)
                     done += applied + dlq == expected and lag + waiting == 0
@@ -187,11 +185,6 @@ async def dead_letters(amqp_url: str, spec: TopologySpec) -> dict[str, list[tupl
         async with DeadLetters(amqp_url, d) as dead:
             out[d] = [(m.order_id, m.reason, m.event_id) for m in dead.messages]
     return out
-
-
-async def _depth(channel: Any, queue: str) -> int:
-    declared = await channel.declare_queue(queue, passive=True)
-    return int(declared.declaration_result.message_count or 0)
 
 
 def _count(db: Path) -> int:

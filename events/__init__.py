@@ -1,11 +1,8 @@
-"""The order event contract: models, state machine and AMQP codec."""
+"""The order event contract: models, state machine, AMQP codec and header vocabulary."""
 
 from __future__ import annotations
 
 from events.codec import (
-    HEADER_ATTEMPTS,
-    HEADER_ORDER_ID,
-    HEADER_SEQ,
     MalformedEvent,
     MalformedReason,
     decode,
@@ -25,13 +22,10 @@ from events.models import (
     OrderShippedEvent,
     PaymentMethod,
 )
-from events.state import IllegalTransition, OrderState, next_seq, transition
+from events.state import IllegalTransition, OrderState, transition
 
 __all__ = [
     "EVENT_ADAPTER",
-    "HEADER_ATTEMPTS",
-    "HEADER_ORDER_ID",
-    "HEADER_SEQ",
     "SEQ_OF",
     "AnyEvent",
     "EventType",
@@ -49,6 +43,5 @@ __all__ = [
     "PaymentMethod",
     "decode",
     "encode",
-    "next_seq",
     "transition",
 ]

@@ -10,27 +10,10 @@ from typing import Any, Protocol
 import aio_pika
 from pydantic import ValidationError
 
+from events import headers as h
 from events.models import EVENT_ADAPTER, AnyEvent
 
 CONTENT_TYPE = "application/json"
-HEADER_ORDER_ID = "order_id"
-HEADER_SEQ = "seq"
-HEADER_ATTEMPTS = "x-attempts"
-# Headers RabbitMQ adds when it dead-letters a message. Consumers that republish drop them
-# (the workers count attempts in x-attempts themselves); x-delivery-count is the quorum
-# queues' redelivery counter.
-BROKER_DEATH_HEADERS = frozenset(
-    {
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-delivery-count",
-    }
-)
 
 
 class MalformedReason(StrEnum):
@@ -109,7 +92,7 @@ def message_for(
         type=event_type,
         timestamp=occurred_at,
         app_id=app_id,
-        headers={HEADER_ORDER_ID: order_id, HEADER_SEQ: seq, HEADER_ATTEMPTS: 0},
+        headers={h.ORDER_ID: order_id, h.SEQ: seq, h.ATTEMPTS: 0},
     )
 
 
@@ -154,10 +137,10 @@ def decode(message: MessageLike) -> AnyEvent:
 
 def _check_envelope_matches(event: AnyEvent, message: MessageLike) -> None:
     headers: Mapping[str, Any] = message.headers or {}
-    order_id = _text(headers.get(HEADER_ORDER_ID))
-    seq = headers.get(HEADER_SEQ)
+    order_id = _text(headers.get(h.ORDER_ID))
+    seq = headers.get(h.SEQ)
     if order_id is None or seq is None:
-        missing = [h for h, v in ((HEADER_ORDER_ID, order_id), (HEADER_SEQ, seq)) if v is None]
+        missing = [n for n, v in ((h.ORDER_ID, order_id), (h.SEQ, seq)) if v is None]
         raise MalformedEvent(MalformedReason.MISSING_HEADER, f"missing {', '.join(missing)}")
     mismatches = []
     if order_id != event.order_id:

@@ -17,8 +17,6 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1  # the value every envelope's schema_version carries
-
 
 class EventType(StrEnum):
     """The three events of an order's life, also the AMQP routing keys."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from events.models import SEQ_OF, EventType
+from events.models import EventType
 
 
 class OrderState(StrEnum):
@@ -43,10 +43,3 @@ def transition(state: OrderState | None, event_type: EventType) -> OrderState:
 def source_state(event_type: EventType) -> OrderState | None:
     """The only state event_type may follow (None: a new order)."""
     return next(s for (s, e) in _TRANSITIONS if e is event_type)
-
-
-def next_seq(state: OrderState | None) -> int:
-    """Return the seq of the event that may follow state (1 for a new order)."""
-    if state is None:
-        return 1
-    return next(SEQ_OF[e] + 1 for (_, e), s in _TRANSITIONS.items() if s is state)

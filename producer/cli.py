@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -20,14 +18,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.loop import sleep_unless, stop_on_signals
+from common.startup import start
 from producer.db import create_schema, make_engine
 from producer.metrics import RelayMetrics
 from producer.outbox import Outbox
 from producer.relay import Relay
-from producer.simulate import DuplicateRun, run_traffic
+from producer.settings import ProducerSettings
+from producer.simulate import DuplicateRun, TrafficStats, run_traffic
 from producer.store import OrderStore
-from topology.entry import start
-from topology.settings import Settings
 from topology.spec import TopologyFileError, TopologySpec, load_spec
 
 
@@ -73,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    if (settings := start(err)) is None:
+    if (settings := start(err, ProducerSettings)) is None:
         return 1
     try:
         spec = load_spec(args.file or settings.topology_file)
@@ -90,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
-def _build(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> tuple[Any, Relay]:
+def _build(
+    args: argparse.Namespace, settings: ProducerSettings, spec: TopologySpec
+) -> tuple[Any, Relay]:
     engine = make_engine(args.db or settings.producer_dsn)
     registry = CollectorRegistry()
     port = args.metrics_port or settings.producer_metrics_port
@@ -108,17 +109,13 @@ def _build(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> 
     return engine, relay
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
-async def _relay_forever(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> int:
+async def _relay_forever(
+    args: argparse.Namespace, settings: ProducerSettings, spec: TopologySpec
+) -> int:
     engine, relay = _build(args, settings, spec)
     await create_schema(engine)
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     try:
         await relay.run(stop)
     finally:
@@ -126,14 +123,37 @@ async def _relay_forever(args: argparse.Namespace, settings: Settings, spec: Top
     return 0
 
 
-async def _simulate(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> int:
+async def _simulate(
+    args: argparse.Namespace, settings: ProducerSettings, spec: TopologySpec
+) -> int:
     engine, relay = _build(args, settings, spec)
     await create_schema(engine)
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     relay_task = asyncio.create_task(relay.run(stop))
     started = time.monotonic()
+    try:
+        traffic, backlog = await _traffic(args, OrderStore(engine), relay, seed, stop)
+    finally:
+        stop.set()
+        await relay_task
+        await engine.dispose()
+    elapsed = time.monotonic() - started
+    _print_summary(_summary(seed, traffic, relay, backlog, elapsed), args.json)
+    if backlog:
+        Console(stderr=True).print(
+            f"error: {backlog} event(s) still unconfirmed after {args.drain_timeout}s "
+            "(they stay in the outbox; `python -m producer relay` will publish them)"
+        )
+        return 1
+    return 0
+
+
+async def _traffic(
+    args: argparse.Namespace, store: OrderStore, relay: Relay, seed: int, stop: asyncio.Event
+) -> tuple[TrafficStats, int]:
+    """Drive the orders with progress bars; return the traffic and the outbox left unsent."""
     progress = Progress(
         TextColumn("{task.description:<18}"),
         BarColumn(),
@@ -142,32 +162,32 @@ async def _simulate(args: argparse.Namespace, settings: Settings, spec: Topology
         console=Console(stderr=True),
         transient=False,
     )
-    try:
-        with progress:
-            events = progress.add_task("events written", total=args.orders * 3)
-            confirmed = progress.add_task("events confirmed", total=args.orders * 3)
-            ticker = asyncio.create_task(_tick(progress, confirmed, relay))
-            try:
-                traffic = await run_traffic(
-                    OrderStore(engine),
-                    args.orders,
-                    seed=seed,
-                    concurrency=args.concurrency,
-                    rate=args.rate,
-                    flaky_rate=args.flaky_rate,
-                    poison_rate=args.poison_rate,
-                    on_event=lambda: progress.advance(events),
-                )
-                backlog = await _drain(Outbox(engine), args.drain_timeout, stop)
-            finally:
-                ticker.cancel()
-                progress.update(confirmed, completed=relay.stats.confirmed)
-    finally:
-        stop.set()
-        await relay_task
-        await engine.dispose()
-    elapsed = time.monotonic() - started
-    summary = {
+    with progress:
+        events = progress.add_task("events written", total=args.orders * 3)
+        confirmed = progress.add_task("events confirmed", total=args.orders * 3)
+        ticker = asyncio.create_task(_tick(progress, confirmed, relay))
+        try:
+            traffic = await run_traffic(
+                store,
+                args.orders,
+                seed=seed,
+                concurrency=args.concurrency,
+                rate=args.rate,
+                flaky_rate=args.flaky_rate,
+                poison_rate=args.poison_rate,
+                on_event=lambda: progress.advance(events),
+            )
+            backlog = await _drain(Outbox(store.engine), args.drain_timeout, stop)
+        finally:
+            ticker.cancel()
+            progress.update(confirmed, completed=relay.stats.confirmed)
+    return traffic, backlog
+
+
+def _summary(
+    seed: int, traffic: TrafficStats, relay: Relay, backlog: int, elapsed: float
+) -> dict[str, Any]:
+    return {
         "seed": seed,
         "orders": traffic.orders,
         "events": traffic.events,
@@ -182,14 +202,6 @@ async def _simulate(args: argparse.Namespace, settings: Settings, spec: Topology
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round(traffic.events / elapsed, 1),
     }
-    _print_summary(summary, args.json)
-    if backlog:
-        Console(stderr=True).print(
-            f"error: {backlog} event(s) still unconfirmed after {args.drain_timeout}s "
-            "(they stay in the outbox; `python -m producer relay` will publish them)"
-        )
-        return 1
-    return 0
 
 
 async def _tick(progress: Progress, task: Any, relay: Relay) -> None:
@@ -202,9 +214,7 @@ async def _drain(outbox: Outbox, within: float, stop: asyncio.Event) -> int:
     """Wait until the relay has confirmed everything; return what is left."""
     deadline = time.monotonic() + within
     while (left := await outbox.backlog()) and time.monotonic() < deadline:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.1)
-        if stop.is_set():
+        if await sleep_unless(stop, 0.1):
             break
     return left
 

@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from topology.sqlite import sqlite_pragmas
+from common.sqlite import sqlite_pragmas
 
 metadata = MetaData()
 

@@ -6,13 +6,27 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events import AnyEvent
 from events.codec import message_for
 from producer.db import outbox
+
+
+def outbox_values(event: AnyEvent) -> dict[str, Any]:
+    """The outbox row of an event (its id is given by the database)."""
+    return {
+        "event_id": str(event.event_id),
+        "order_id": event.order_id,
+        "seq": event.seq,
+        "event_type": event.event_type.value,
+        "occurred_at_ms": int(event.occurred_at.timestamp() * 1000),
+        "body": event.model_dump_json().encode(),
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractExchange
 from aiormq.exceptions import DeliveryError, PublishError
 from prometheus_client import CollectorRegistry
 
+from common.amqp import connect
+from common.backoff import backoff_delay
+from common.loop import reconnecting, sleep_unless
 from producer.metrics import RelayMetrics
 from producer.outbox import Outbox, OutboxRow
-from topology.backoff import backoff_delay
 
 log = structlog.get_logger("producer.relay")
 
@@ -66,32 +67,27 @@ class Relay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until stop is set; reconnect with backoff on any broker failure."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                connection = await aio_pika.connect(self.amqp_url, timeout=10)
-                try:
-                    channel = await connection.channel(
-                        publisher_confirms=True, on_return_raises=True
-                    )
-                    exchange = await channel.get_exchange(self.exchange_name, ensure=False)
-                    log.info("relay.connected", exchange=self.exchange_name, window=self.window)
-                    failures = 0
-                    await self._pump(exchange, stop)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await connection.close()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Broker gone, connection closed, DB hiccup: the outbox keeps every
-                # unconfirmed row, so waiting and starting again from the first one is safe.
-                failures += 1
-                self.stats.reconnects += 1
-                self.metrics.reconnects.inc()
-                delay = backoff_delay(failures)
-                log.warning("relay.interrupted", error=repr(exc), retry_in_s=round(delay, 3))
-                await _sleep_unless(stop, delay)
+        # Broker gone, connection closed, DB hiccup: the outbox keeps every unconfirmed row,
+        # so waiting and starting again from the first one is safe.
+        await reconnecting(
+            partial(self._session, stop), stop, event="relay.interrupted", on_failure=self._lost
+        )
+
+    def _lost(self, exc: BaseException) -> None:
+        self.stats.reconnects += 1
+        self.metrics.reconnects.inc()
+
+    async def _session(self, stop: asyncio.Event, healthy: Callable[[], None]) -> None:
+        connection = await connect(self.amqp_url, "relay")
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            exchange = await channel.get_exchange(self.exchange_name, ensure=False)
+            log.info("relay.connected", exchange=self.exchange_name, window=self.window)
+            healthy()
+            await self._pump(exchange, stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
     async def _pump(self, exchange: AbstractExchange, stop: asyncio.Event) -> None:
         """Publish from the first unsent row on; return when stop is set."""
@@ -132,10 +128,10 @@ class Relay:
                     await self._flush(window.confirmed)
                     rejections += 1
                     window.rejected, cursor = 0, 0
-                    await _sleep_unless(stop, backoff_delay(rejections, base=0.05, cap=2.0))
+                    await sleep_unless(stop, backoff_delay(rejections, base=0.05, cap=2.0))
                 elif not rows:
                     rejections = 0
-                    await _sleep_unless(stop, self.poll_interval)
+                    await sleep_unless(stop, self.poll_interval)
         finally:
             await window.settle(self.drain_timeout)
             with contextlib.suppress(Exception):
@@ -214,8 +210,3 @@ class _Window:
             fut.cancel()
         if pending:
             await asyncio.wait(pending)
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

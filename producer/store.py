@@ -29,6 +29,7 @@ from events import (
 )
 from events.state import source_state
 from producer.db import orders, outbox
+from producer.outbox import outbox_values
 
 # Built once: constructing statements per call costs more than executing them on SQLite.
 _INSERT_ORDER = insert(orders)
@@ -142,17 +143,7 @@ async def _advance(conn: AsyncConnection, order_id: str, event_type: EventType) 
 
 
 async def _write_outbox(conn: AsyncConnection, event: AnyEvent) -> None:
-    await conn.execute(
-        _INSERT_OUTBOX,
-        {
-            "event_id": str(event.event_id),
-            "order_id": event.order_id,
-            "seq": event.seq,
-            "event_type": event.event_type.value,
-            "occurred_at_ms": int(event.occurred_at.timestamp() * 1000),
-            "body": event.model_dump_json().encode(),
-        },
-    )
+    await conn.execute(_INSERT_OUTBOX, outbox_values(event))
 
 
 def _now_ms() -> int:

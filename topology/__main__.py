@@ -1,9 +1,9 @@
-"""Entry point of `python -m topology`."""
+"""Entry point of `python -m topology`: composes the topology's and the operations' commands."""
 
 from __future__ import annotations
 
 import sys
 
-from topology.cli import main
+from operations.cli import main
 
 sys.exit(main())

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from events import headers
 from topology import names
 from topology.model import BindingDef, BrokerObjects, ExchangeDef, JsonDict, PolicyDef, QueueDef
 from topology.spec import DownstreamSpec, QueueType, TopologySpec
 
-HASH_HEADER = "order_id"
+HASH_HEADER = headers.ORDER_ID
 # Every shard is bound with the same weight, so each gets an equal share of the hash ring.
 SHARD_WEIGHT = "1"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,6 +12,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from topology.units import parse_duration_ms, parse_size_bytes
+
+DEFAULT_TOPOLOGY_FILE = Path(__file__).with_name("orders.yaml")
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms), Field(ge=0)]
 SizeBytes = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
@@ -155,6 +158,30 @@ class TopologySpec(_Spec):
                 raise ValueError(f"downstream {name!r} collides with a name in exchange/log")
         return self
 
+    def downstream(self, name: str) -> DownstreamSpec:
+        """One downstream's section, or UnknownDownstream naming those the file declares."""
+        if name not in self.downstreams:
+            raise UnknownDownstream(
+                f"unknown downstream {name!r}; the file declares: {', '.join(self.downstreams)}"
+            )
+        return self.downstreams[name]
+
+    def choose(self, requested: Sequence[str]) -> list[str]:
+        """Resolve 'all' (or nothing) or a list of downstream names against the file."""
+        if not requested or list(requested) == ["all"]:
+            return list(self.downstreams)
+        unknown = [n for n in requested if n not in self.downstreams]
+        if unknown:
+            raise UnknownDownstream(
+                f"unknown downstream(s) {', '.join(unknown)}; the file declares: "
+                f"{', '.join(self.downstreams)} (or 'all')"
+            )
+        return list(dict.fromkeys(requested))
+
+
+class UnknownDownstream(ValueError):
+    """A downstream name the topology file does not declare."""
+
 
 class TopologyFileError(Exception):
     """A topology file that cannot be read or is invalid; names file, field and reason."""
@@ -171,8 +198,9 @@ class TopologyFileError(Exception):
         return "\n".join(lines)
 
 
-def load_spec(path: Path) -> TopologySpec:
-    """Read and validate a topology file, or raise TopologyFileError."""
+def load_spec(path: Path | None = None) -> TopologySpec:
+    """Read and validate a topology file (default: the packaged one), or raise TopologyFileError."""
+    path = path or DEFAULT_TOPOLOGY_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -9,18 +9,15 @@ from dataclasses import dataclass
 import structlog
 from prometheus_client import CollectorRegistry
 
-from topology.settings import Settings
 from topology.spec import TopologySpec
+from workers.consumer import DownstreamWorker
 from workers.handlers import HANDLERS, FaultHook, Handler, OutageSwitch
-from workers.metrics import WorkerMetrics
-from workers.runtime import DownstreamWorker
+from workers.metrics import DownstreamMetrics, WorkerMetrics
+from workers.runtime import Runtime
+from workers.settings import WorkerSettings
 from workers.store import DownstreamStore
 
 log = structlog.get_logger("workers")
-
-
-class UnknownDownstream(ValueError):
-    """A downstream name the topology file does not declare."""
 
 
 @dataclass
@@ -40,23 +37,10 @@ class Workers:
                 await store.close()
 
 
-def choose(spec: TopologySpec, requested: Sequence[str]) -> list[str]:
-    """Resolve 'all' or a list of names against the file."""
-    if not requested or list(requested) == ["all"]:
-        return list(spec.downstreams)
-    unknown = [n for n in requested if n not in spec.downstreams]
-    if unknown:
-        raise UnknownDownstream(
-            f"unknown downstream(s) {', '.join(unknown)}; the file declares: "
-            f"{', '.join(spec.downstreams)} (or 'all')"
-        )
-    return list(dict.fromkeys(requested))
-
-
 async def build(
     spec: TopologySpec,
     names: Sequence[str],
-    settings: Settings,
+    settings: WorkerSettings,
     registry: CollectorRegistry | None = None,
     faults: FaultHook | None = None,
 ) -> Workers:
@@ -64,8 +48,7 @@ async def build(
     registry = registry or CollectorRegistry()
     metrics = WorkerMetrics(registry)
     workers, stores = [], []
-    settings.workers_store_dir.mkdir(parents=True, exist_ok=True)
-    for name in choose(spec, names):
+    for name in spec.choose(names):
         ds = spec.downstreams[name]
         handler_class = HANDLERS.get(name)
         if handler_class is None:
@@ -79,5 +62,7 @@ async def build(
             name, handler.metadata, settings.workers_dsn, settings.workers_store_dir
         )
         stores.append(store)
-        workers.append(DownstreamWorker(name, ds, settings.amqp_url, store, handler, metrics))
+        bound = DownstreamMetrics(metrics, name, ds.retry.tiers)
+        runtime = Runtime(name, ds, store, handler, bound)
+        workers.append(DownstreamWorker(runtime, settings.amqp_url))
     return Workers(workers, stores, registry)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,10 +13,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from topology.entry import start
-from topology.settings import Settings
-from topology.spec import TopologyFileError, TopologySpec, load_spec
-from workers.app import UnknownDownstream, build, choose
+from common.loop import stop_on_signals
+from common.startup import start
+from topology.spec import TopologyFileError, TopologySpec, UnknownDownstream, load_spec
+from workers.app import build
+from workers.settings import WorkerSettings
 from workers.supervisor import run_processes
 
 
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the workers; return the exit status."""
     args = build_parser().parse_args(argv)
     err = Console(stderr=True)
-    if (settings := start(err)) is None:
+    if (settings := start(err, WorkerSettings)) is None:
         return 1
     try:
         spec = load_spec(args.file or settings.topology_file)
@@ -56,20 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
 
 
-async def _run(args: argparse.Namespace, settings: Settings, spec: TopologySpec) -> int:
+async def _run(args: argparse.Namespace, settings: WorkerSettings, spec: TopologySpec) -> int:
     port = args.metrics_port or settings.workers_metrics_port
-    chosen = choose(spec, args.downstreams)
+    chosen = spec.choose(args.downstreams)
     if not args.single_process and len(chosen) > 1 and (os.cpu_count() or 1) > 1:
-        extra = ["--file", str(args.file)] if args.file else []
-        return await run_processes(chosen, extra, port)
+        return await run_processes(chosen, args.file, port)
     registry = CollectorRegistry()
     if port:
         start_http_server(port, registry=registry)
     workers = await build(spec, args.downstreams, settings, registry)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop)
     await workers.run(stop)
     return 0
 

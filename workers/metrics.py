@@ -1,71 +1,88 @@
-"""Worker metrics per downstream, on an injected prometheus registry."""
+"""Worker metrics per downstream (on an injected registry), and the lag sampler."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+
+from aio_pika.abc import AbstractChannel
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from common.amqp import queue_depth
+from events.headers import DeadReason
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_BY_DOWNSTREAM = ["downstream"]
 
 
 class WorkerMetrics:
     """Counters, gauges and histograms labelled by downstream."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        label = ["downstream"]
-        self.consumed = Counter(
-            "bus_worker_consumed", "Deliveries received", label, registry=registry
-        )
-        self.redelivered = Counter(
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, [*_BY_DOWNSTREAM, *labels], registry=registry)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, _BY_DOWNSTREAM, registry=registry)
+
+        def histogram(name: str, doc: str) -> Histogram:
+            return Histogram(name, doc, _BY_DOWNSTREAM, buckets=_LATENCY_BUCKETS, registry=registry)
+
+        self.consumed = counter("bus_worker_consumed", "Deliveries received")
+        self.redelivered = counter(
             "bus_worker_redelivered",
             "Deliveries the broker marked redelivered (a consumer died or closed holding them)",
-            label,
-            registry=registry,
         )
-        self.applied = Counter("bus_worker_applied", "Events applied", label, registry=registry)
-        self.duplicates = Counter(
-            "bus_worker_duplicates", "Deliveries already applied", label, registry=registry
+        self.applied = counter("bus_worker_applied", "Events applied")
+        self.duplicates = counter("bus_worker_duplicates", "Deliveries already applied")
+        self.deferred = counter("bus_worker_deferred", "Events deferred for a missing predecessor")
+        self.retried = counter("bus_worker_retried", "Events sent to a retry tier", "tier")
+        self.dead = counter("bus_worker_dead_lettered", "Events sent to the DLQ", "reason")
+        self.lag = gauge("bus_worker_lag_messages", "Messages waiting in the downstream's shards")
+        self.scale_out = gauge(
+            "bus_worker_scale_out_recommended", "1 when the lag passes the file's scale_out_lag"
         )
-        self.deferred = Counter(
-            "bus_worker_deferred",
-            "Events deferred for a missing predecessor",
-            label,
-            registry=registry,
+        self.in_flight = gauge("bus_worker_in_flight", "Deliveries received and not settled")
+        self.handler_seconds = histogram("bus_worker_handler_seconds", "Handler time per event")
+        self.end_to_end_seconds = histogram(
+            "bus_worker_end_to_end_seconds", "Applied time minus the event's occurred_at"
         )
-        self.retried = Counter(
-            "bus_worker_retried", "Events sent to a retry tier", [*label, "tier"], registry=registry
-        )
-        self.dead = Counter(
-            "bus_worker_dead_lettered",
-            "Events sent to the DLQ",
-            [*label, "reason"],
-            registry=registry,
-        )
-        self.lag = Gauge(
-            "bus_worker_lag_messages",
-            "Messages waiting in the downstream's shards",
-            label,
-            registry=registry,
-        )
-        self.scale_out = Gauge(
-            "bus_worker_scale_out_recommended",
-            "1 when the lag passes the file's scale_out_lag",
-            label,
-            registry=registry,
-        )
-        self.in_flight = Gauge(
-            "bus_worker_in_flight", "Deliveries received and not settled", label, registry=registry
-        )
-        self.handler_seconds = Histogram(
-            "bus_worker_handler_seconds",
-            "Handler time per event",
-            label,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.end_to_end_seconds = Histogram(
-            "bus_worker_end_to_end_seconds",
-            "Applied time minus the event's occurred_at",
-            label,
-            buckets=_LATENCY_BUCKETS,
-            registry=registry,
-        )
+
+
+class DownstreamMetrics:
+    """One downstream's metric children, bound once (a `labels()` call costs on every event)."""
+
+    def __init__(self, m: WorkerMetrics, downstream: str, tiers: Iterable[str]) -> None:
+        self.consumed = m.consumed.labels(downstream)
+        self.redelivered = m.redelivered.labels(downstream)
+        self.applied = m.applied.labels(downstream)
+        self.duplicates = m.duplicates.labels(downstream)
+        self.deferred = m.deferred.labels(downstream)
+        self.in_flight = m.in_flight.labels(downstream)
+        self.lag = m.lag.labels(downstream)
+        self.scale_out = m.scale_out.labels(downstream)
+        self.handler_seconds = m.handler_seconds.labels(downstream)
+        self.end_to_end_seconds = m.end_to_end_seconds.labels(downstream)
+        self.retried = {t: m.retried.labels(downstream, t) for t in tiers}
+        self.dead = {r: m.dead.labels(downstream, r.value) for r in DeadReason}
+
+
+async def sample_lag(
+    channel: AbstractChannel,
+    shards: Sequence[str],
+    holding: Callable[[], int],
+    metrics: DownstreamMetrics,
+    scale_out_at: int,
+    every: float = 5.0,
+) -> None:
+    """Export the lag (ready in the shards + held unsettled here) until cancelled."""
+    while True:
+        with contextlib.suppress(Exception):
+            lag = 0
+            for shard in shards:
+                lag += await queue_depth(channel, shard)
+            lag += holding()
+            metrics.lag.set(lag)
+            metrics.scale_out.set(1 if lag > scale_out_at else 0)
+        await asyncio.sleep(every)

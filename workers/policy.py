@@ -6,27 +6,15 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from events.codec import BROKER_DEATH_HEADERS, HEADER_ATTEMPTS
+from events import headers as h
+from events.headers import DeadReason
 from topology.spec import RetrySpec
 from workers.errors import NonRetryableError
 
-HEADER_DEFERRALS = "x-deferrals"
 STACK_LIMIT = 4000
 MESSAGE_LIMIT = 1000
-
-
-class DeadReason(StrEnum):
-    """Why an event is in the DLQ (header x-dead-reason)."""
-
-    MALFORMED = "malformed"
-    NON_RETRYABLE = "non-retryable"
-    RETRIES_EXHAUSTED = "retries-exhausted"
-    BLOCKED_BY_PREDECESSOR = "blocked-by-predecessor"
-    PREDECESSOR_MISSING = "predecessor-missing"
-    DELIVERY_LIMIT = "delivery-limit"
 
 
 @dataclass(frozen=True)
@@ -47,26 +35,21 @@ class DeadLetter:
     @property
     def parks(self) -> bool:
         """Whether this dead-lettering parks the order behind it."""
-        return self.reason not in (DeadReason.MALFORMED, DeadReason.BLOCKED_BY_PREDECESSOR)
+        return self.reason.parks
 
 
 def attempts_of(headers: Mapping[str, Any]) -> int:
     """The failed attempts a message has had (x-attempts, 0 when absent or bad)."""
-    return _count(headers, HEADER_ATTEMPTS)
+    return h.count_of(headers, h.ATTEMPTS)
 
 
 def deferrals_of(headers: Mapping[str, Any]) -> int:
     """How often a message has been deferred waiting for a predecessor."""
-    return _count(headers, HEADER_DEFERRALS)
-
-
-def _count(headers: Mapping[str, Any], name: str) -> int:
-    value = headers.get(name, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return h.count_of(headers, h.DEFERRALS)
 
 
 def _carried(headers: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in headers.items() if k not in BROKER_DEATH_HEADERS}
+    return {k: v for k, v in headers.items() if k not in h.BROKER_DEATH_HEADERS}
 
 
 def on_failure(
@@ -86,7 +69,7 @@ def on_failure(
         )
     tiers = list(retry.tiers)
     tier = tiers[min(attempts - 1, len(tiers) - 1)]
-    return Retry(tier, {**_carried(headers), HEADER_ATTEMPTS: attempts})
+    return Retry(tier, {**_carried(headers), h.ATTEMPTS: attempts})
 
 
 def on_gap(
@@ -100,7 +83,7 @@ def on_gap(
     if deferrals > retry.max_deferrals:
         reason = DeadReason.PREDECESSOR_MISSING
         return DeadLetter(reason, dead_headers(headers, reason, None, queue, None, detail))
-    return Retry(next(iter(retry.tiers)), {**_carried(headers), HEADER_DEFERRALS: deferrals})
+    return Retry(next(iter(retry.tiers)), {**_carried(headers), h.DEFERRALS: deferrals})
 
 
 def dead_headers(
@@ -113,17 +96,17 @@ def dead_headers(
 ) -> dict[str, Any]:
     """The original headers plus the failure context of the wire contract."""
     out = _carried(headers)
-    out["x-dead-reason"] = reason.value
-    out["x-failed-at"] = datetime.now(UTC).isoformat()
-    out["x-failed-queue"] = queue
+    out[h.DEAD_REASON] = reason.value
+    out[h.FAILED_AT] = datetime.now(UTC).isoformat()
+    out[h.FAILED_QUEUE] = queue
     if attempts is not None:
-        out[HEADER_ATTEMPTS] = attempts
+        out[h.ATTEMPTS] = attempts
     if exc is not None:
-        out["x-error-type"] = type(exc).__qualname__
-        out["x-error-message"] = str(exc)[:MESSAGE_LIMIT]
+        out[h.ERROR_TYPE] = type(exc).__qualname__
+        out[h.ERROR_MESSAGE] = str(exc)[:MESSAGE_LIMIT]
         stack = "".join(traceback.format_exception(exc))
-        out["x-error-stack"] = stack[-STACK_LIMIT:]
+        out[h.ERROR_STACK] = stack[-STACK_LIMIT:]
     elif detail:
-        out["x-error-type"] = reason.value
-        out["x-error-message"] = detail[:MESSAGE_LIMIT]
+        out[h.ERROR_TYPE] = reason.value
+        out[h.ERROR_MESSAGE] = detail[:MESSAGE_LIMIT]
     return out

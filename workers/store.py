@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 
-from topology.sqlite import sqlite_pragmas
+from common.sqlite import sqlite_pragmas
 
 T = TypeVar("T")
 

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
+
+from workers.launch import worker_command
 
 log = structlog.get_logger("workers")
 
 
 async def run_processes(
-    downstreams: Sequence[str], extra_args: Sequence[str], metrics_port: int | None
+    downstreams: Sequence[str], file: Path | None, metrics_port: int | None
 ) -> int:
     """Start `python -m workers <d>` per downstream; SIGTERM/SIGINT reach every child."""
     children: list[asyncio.subprocess.Process] = []
     for i, name in enumerate(downstreams):
-        args = [sys.executable, "-m", "workers", name, *extra_args]
-        if metrics_port:
-            args += ["--metrics-port", str(metrics_port + i)]
+        port = metrics_port + i if metrics_port else None
+        args = worker_command(name, metrics_port=port, file=file)
         children.append(await asyncio.create_subprocess_exec(*args))
         log.info(
             "worker.process_started",

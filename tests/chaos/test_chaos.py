@@ -16,7 +16,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -31,17 +30,21 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from demo.report import check_store, read_truth
+from common.amqp import queue_depth
+from demo.report import Truth, check_store, read_truth
+from operations.dlq import DeadLetters
 from producer.db import create_schema, make_engine
-from producer.simulate import run_traffic
+from producer.simulate import TrafficStats, run_traffic
 from producer.store import OrderStore
-from tests import topologies
-from tests.integration.amqp import collect_ids, message_count
-from tests.integration.conftest import Vhost
+from tests.support import topologies
+from tests.support.amqp import collect_ids
+from tests.support.fixtures import Vhost
+from tests.support.polling import eventually
+from tests.support.processes import free_port
 from topology import names as n
-from topology.dlq import DeadLetters
 from topology.management import ManagementError
 from topology.spec import TopologySpec
+from workers.launch import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 ORDERS = 900
@@ -61,12 +64,6 @@ SCRAPED = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Fleet:
     """The relay and one process per downstream, each killable and restartable."""
@@ -79,9 +76,10 @@ class Fleet:
     incarnation: Counter[str] = field(default_factory=Counter)
     faults: list[str] = field(default_factory=list)
     figures: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
+    rounds: int = 0  # scrapes completed
 
     def start(self, name: str) -> None:
-        port = self.ports.setdefault(name, _free_port())
+        port = self.ports.setdefault(name, free_port())
         metrics = ["--metrics-port", str(port)]
         args = ["producer", *metrics, "relay"] if name == "relay" else ["workers", name, *metrics]
         self.incarnation[name] += 1
@@ -114,7 +112,13 @@ class Fleet:
                     except httpx.HTTPError:
                         continue
                     self.figures[key] = _counters(text)
+                self.rounds += 1
                 await asyncio.sleep(0.5)
+
+    async def scraped_again(self) -> None:
+        """Wait until one whole scrape round has begun and ended after this call."""
+        target = self.rounds + 2
+        await eventually(lambda: self.rounds >= target, every=0.1, what="a fresh scrape")
 
     def totals(self) -> dict[str, int]:
         """Scraped counters summed over every incarnation of every worker."""
@@ -162,15 +166,16 @@ async def _restart_broker_app(vhost: Vhost) -> float:
     finally:  # whatever happens, the machine's broker is left running
         await _rabbitmqctl("start_app")
     await _rabbitmqctl("await_startup", "--timeout", "60")
-    deadline = time.monotonic() + 60
-    while True:
+
+    def answers() -> bool:
         try:
             vhost.client.connections(vhost.name)
-            return time.monotonic() - started
         except ManagementError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+            return False
+        return True
+
+    await eventually(answers, within=60, every=0.5, what="the management API back")
+    return time.monotonic() - started
 
 
 def _schedule(rng: random.Random, downstreams: list[str]) -> list[str]:
@@ -207,6 +212,18 @@ async def _chaos(fleet: Fleet, vhost: Vhost, outages: Path, rng: random.Random) 
             fleet.faults.append(f"broker stop_app/start_app ({took:.1f}s)")
 
 
+@dataclass
+class Outcome:
+    """What a chaos run left behind, read after it settled."""
+
+    traffic: TrafficStats
+    truth: Truth
+    dead: dict[str, list[tuple[str, str, str]]]
+    in_stream: bool
+    recovered: float
+    elapsed: float
+
+
 async def test_everything_applies_once_in_order_through_faults(
     vhost: Vhost, tmp_path: Path, topology_file: Any
 ) -> None:
@@ -222,24 +239,55 @@ async def test_everything_applies_once_in_order_through_faults(
     db = tmp_path / "orders.db"
     outages = tmp_path / "outages"
     outages.mkdir()
-    env = {
-        **os.environ,
-        "AMQP_URL": vhost.amqp_url,
-        "LOG_LEVEL": os.environ.get("BUS_CHAOS_LOG_LEVEL", "INFO"),
-        "LOG_JSON": "true",
-        "TOPOLOGY_FILE": str(topology_file(data)),
-        "WORKERS_STORE_DIR": str(tmp_path / "stores"),
-        "WORKERS_OUTAGE_DIR": str(outages),
-        "PRODUCER_DSN": f"sqlite+aiosqlite:///{db}",
+    env = worker_env(
+        vhost.amqp_url,
+        topology_file(data),
+        tmp_path / "stores",
+        log_level=os.environ.get("BUS_CHAOS_LOG_LEVEL", "INFO"),
+        extra={
+            "LOG_JSON": "true",
+            "WORKERS_OUTAGE_DIR": str(outages),
+            "PRODUCER_DSN": f"sqlite+aiosqlite:///{db}",
+        },
+    )
+    fleet = Fleet(env, list(spec.downstreams), tmp_path / "logs")
+    outcome = await _run(fleet, vhost, spec, db, outages, tmp_path / "stores")
+    names, truth, dead = fleet.downstreams, outcome.truth, outcome.dead
+    checks = [
+        c for d in names for c in check_store(d, tmp_path / "stores" / f"{d}.db", truth, dead[d])
+    ]
+    figures = fleet.totals()
+    reasons = Counter(reason for letters in dead.values() for _, reason, _ in letters)
+    _print_figures(fleet, outcome, figures, reasons)
+    failed = [
+        f"{c.downstream}: {c.name} expected {c.expected} got {c.actual}" for c in checks if not c.ok
+    ]
+    healthy_dead = {
+        d: Counter(reason for order_id, reason, _ in letters if order_id not in truth.poisoned)
+        for d, letters in dead.items()
     }
-    names = list(spec.downstreams)
-    fleet = Fleet(env, names, tmp_path / "logs")
-    engine = make_engine(env["PRODUCER_DSN"])
+    if failed:
+        _print_trail(tmp_path, db, names, dead)
+    assert not failed, (SEED, failed, {d: dict(c) for d, c in healthy_dead.items() if c})
+    assert outcome.in_stream, SEED
+    # poison and its parked successors only: the outages healed within the retry ladder
+    assert set(reasons) <= {"non-retryable", "blocked-by-predecessor"}, (SEED, reasons)
+    assert figures.get("redeliveries", 0) > 0, SEED  # the kills really interrupted deliveries
+    assert any(f.startswith("SIGKILL relay") for f in fleet.faults)
+    assert any("outage" in f for f in fleet.faults)
+    assert not CONTROL_BROKER or any(f.startswith("broker") for f in fleet.faults)
+
+
+async def _run(
+    fleet: Fleet, vhost: Vhost, spec: TopologySpec, db: Path, outages: Path, stores: Path
+) -> Outcome:
+    """Traffic through the relay and the workers while the faults hit; then wait to settle."""
+    engine = make_engine(f"sqlite+aiosqlite:///{db}")
     await create_schema(engine)
     started = time.monotonic()
     done = asyncio.Event()
     try:
-        for name in ["relay", *names]:
+        for name in ["relay", *fleet.downstreams]:
             fleet.start(name)
         scraper = asyncio.create_task(fleet.scrape(done))
         chaos = asyncio.create_task(_chaos(fleet, vhost, outages, random.Random(SEED)))
@@ -256,13 +304,13 @@ async def test_everything_applies_once_in_order_through_faults(
         faults_done = time.monotonic()
         truth = read_truth(db)
         healthy, poisoned = 3 * (truth.orders - len(truth.poisoned)), 3 * len(truth.poisoned)
-        await _settle(vhost, tmp_path / "stores", spec, (healthy, poisoned), 180, db, fleet)
+        await _settle(vhost, stores, spec, (healthy, poisoned), 180, db, fleet)
         recovered = time.monotonic() - faults_done
-        await asyncio.sleep(1.0)  # one more scrape of the settled counters
+        await fleet.scraped_again()  # the settled counters
         done.set()
         await scraper
         dead = {}
-        for d in names:
+        for d in fleet.downstreams:
             async with DeadLetters(vhost.amqp_url, d) as letters:
                 dead[d] = [(m.order_id, m.reason, m.event_id) for m in letters.messages]
         in_stream = await _stream_ids(vhost, spec.log.name, _outbox_ids(db))
@@ -270,39 +318,24 @@ async def test_everything_applies_once_in_order_through_faults(
         done.set()
         fleet.stop_all()
         await engine.dispose()
-    checks = [
-        c for d in names for c in check_store(d, tmp_path / "stores" / f"{d}.db", truth, dead[d])
-    ]
-    figures = fleet.totals()
-    reasons = Counter(reason for letters in dead.values() for _, reason, _ in letters)
+    return Outcome(traffic, truth, dead, in_stream, recovered, time.monotonic() - started)
+
+
+def _print_figures(
+    fleet: Fleet, outcome: Outcome, figures: dict[str, int], reasons: Counter[str]
+) -> None:
+    traffic, dead = outcome.traffic, outcome.dead
     print(
         f"\nchaos (BUS_CHAOS_SEED={SEED}): {traffic.orders} orders, {traffic.events} events, "
-        f"{len(truth.poisoned)} poisoned, {len(fleet.faults)} faults:\n  "
+        f"{len(outcome.truth.poisoned)} poisoned, {len(fleet.faults)} faults:\n  "
         + "\n  ".join(f"{c} x {f}" for f, c in Counter(fleet.faults).items())
         + f"\n  redeliveries >= {figures.get('redeliveries', 0)}, duplicates caught >= "
         f"{figures.get('duplicates caught', 0)}, deferrals >= {figures.get('deferrals', 0)}, "
         f"retries >= {figures.get('retries', 0)}; dead letters by reason {dict(reasons)} "
         f"(crash duplicates {sum(len(v) - len({e for *_, e in v}) for v in dead.values())}); "
-        f"every outbox event in the stream: {in_stream}\n  settled {recovered:.1f}s after the "
-        f"last fault, {time.monotonic() - started:.1f}s in all"
+        f"every outbox event in the stream: {outcome.in_stream}\n  settled "
+        f"{outcome.recovered:.1f}s after the last fault, {outcome.elapsed:.1f}s in all"
     )
-    failed = [
-        f"{c.downstream}: {c.name} expected {c.expected} got {c.actual}" for c in checks if not c.ok
-    ]
-    healthy_dead = {
-        d: Counter(reason for order_id, reason, _ in letters if order_id not in truth.poisoned)
-        for d, letters in dead.items()
-    }
-    if failed:
-        _print_trail(tmp_path, db, names, dead)
-    assert not failed, (SEED, failed, {d: dict(c) for d, c in healthy_dead.items() if c})
-    assert in_stream
-    # poison and its parked successors only: the outages healed within the retry ladder
-    assert set(reasons) <= {"non-retryable", "blocked-by-predecessor"}, reasons
-    assert figures.get("redeliveries", 0) > 0  # the kills really interrupted deliveries
-    assert any(f.startswith("SIGKILL relay") for f in fleet.faults)
-    assert any("outage" in f for f in fleet.faults)
-    assert not CONTROL_BROKER or any(f.startswith("broker") for f in fleet.faults)
 
 
 def _print_trail(tmp: Path, db: Path, names: list[str], dead: dict[str, list[Any]]) -> None:
@@ -349,9 +382,9 @@ async def _settle(
     outbox: Path,
     fleet: Fleet,
 ) -> None:
-    """Wait until every downstream has applied or dead-lettered every event, or until nothing
-    has moved for a while with every queue but the DLQs empty (then the checks judge)."""
-    deadline = time.monotonic() + within
+    """Wait until every downstream has applied or dead-lettered every event and nothing is
+    left in flight, or until nothing has moved for a while with every queue but the DLQs
+    empty (then the checks judge)."""
     queues = [
         *(n.shard(d, i) for d, ds in spec.downstreams.items() for i in range(ds.shards)),
         *(n.retry_queue(d, t) for d, ds in spec.downstreams.items() for t in ds.retry.tiers),
@@ -359,36 +392,48 @@ async def _settle(
     connection = await aio_pika.connect(vhost.amqp_url)
     async with connection:
         channel = await connection.channel()
-        last, still_since = None, time.monotonic()
-        while True:
+        state: dict[str, Any] = {"last": None, "since": time.monotonic(), "seen": None}
+
+        async def empty() -> bool:
+            return not any([await queue_depth(channel, q) for q in queues])
+
+        async def distinct_dead(d: str) -> int:
+            async with DeadLetters(vhost.amqp_url, d) as letters:
+                return len({m.event_id for m in letters.messages})
+
+        async def settled() -> bool:
+            fleet.assert_alive()
             seen = {}
             for d in spec.downstreams:
-                try:
-                    with sqlite3.connect(stores / f"{d}.db") as db:
-                        applied = db.execute("SELECT count(*) FROM inbox").fetchone()[0]
-                except sqlite3.Error:
-                    applied = 0
-                seen[d] = (applied, await message_count(channel, n.dlq(d)))
+                seen[d] = (_applied(stores / f"{d}.db"), await queue_depth(channel, n.dlq(d)))
+            state["seen"] = seen
             # Dead letters may be duplicated by a crash; applied events never are (the inbox).
             if all(a >= expected[0] and dead >= expected[1] for a, dead in seen.values()):
-                await asyncio.sleep(2)  # let stragglers (duplicates) land before judging
-                return
-            if seen != last:
-                last, still_since = seen, time.monotonic()
-            elif time.monotonic() - still_since > STILL_SECONDS and not any(
-                [await message_count(channel, q) for q in queues]
-            ):
-                return
-            if time.monotonic() > deadline:
-                break
-            fleet.assert_alive()
-            await asyncio.sleep(0.5)
-        with sqlite3.connect(outbox) as conn:
-            unsent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at_ms IS NULL").fetchone()
-        waiting = {
-            q["name"]: q.get("messages") for q in vhost.client.list_objects("queues", vhost.name)
-        }
+                return all([await distinct_dead(d) >= expected[1] for d in spec.downstreams])
+            if seen != state["last"]:
+                state["last"], state["since"] = seen, time.monotonic()
+                return False
+            return time.monotonic() - state["since"] > STILL_SECONDS and await empty()
+
+        try:
+            await eventually(settled, within=within, every=0.5, what="the bus settled")
+            return
+        except AssertionError:
+            pass
+    with sqlite3.connect(outbox) as conn:
+        unsent = conn.execute("SELECT count(*) FROM outbox WHERE sent_at_ms IS NULL").fetchone()
+    waiting = {
+        q["name"]: q.get("messages") for q in vhost.client.list_objects("queues", vhost.name)
+    }
     raise AssertionError(
-        f"the bus did not settle: expected (applied, dead) {expected} per downstream, got "
-        f"{seen}; outbox unsent {unsent}; queues {waiting}"
+        f"the bus did not settle (BUS_CHAOS_SEED={SEED}): expected (applied, dead) {expected} "
+        f"per downstream, got {state['seen']}; outbox unsent {unsent}; queues {waiting}"
     )
+
+
+def _applied(store: Path) -> int:
+    try:
+        with sqlite3.connect(store) as db:
+            return int(db.execute("SELECT count(*) FROM inbox").fetchone()[0])
+    except sqlite3.Error:
+        return 0

@@ -1,0 +1,1 @@
+"""Plumbing without domain: settings, logs, startup, backoff, SQLite, AMQP and loop helpers."""

@@ -1,0 +1,1 @@
+"""Operator tools over a running bus: dead letters, replay, status."""

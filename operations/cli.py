@@ -1,0 +1,17 @@
+"""`python -m topology`: the topology's commands and the operations' commands, one CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from operations.dlq_cli import DLQ
+from operations.replay_cli import REPLAY
+from operations.status_cli import STATUS
+from topology import cli, commands
+
+COMMANDS = [*cli.COMMANDS, STATUS, DLQ, REPLAY]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command of `python -m topology`; return its exit status."""
+    return commands.main(argv, COMMANDS, "The order event bus's topology and its operator tools.")

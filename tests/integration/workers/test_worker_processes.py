@@ -1,0 +1,230 @@
+"""Worker processes: SIGKILL and restart, slow downstream isolation, two copies of one."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from tests.support import topologies
+from tests.support.amqp import publish_events
+from tests.support.factories import order_events
+from tests.support.fixtures import Vhost
+from tests.support.polling import eventually
+from tests.support.processes import free_port, worker_process
+from tests.support.workers import by_order, inbox_counts, inventory_store, running_workers
+from topology import names
+from workers.handlers.inventory import InventoryHandler
+from workers.store import DownstreamStore
+
+pytestmark = pytest.mark.integration
+
+
+async def _count(store: DownstreamStore) -> int:
+    return len(await store.inbox_rows())
+
+
+async def test_sigkilled_worker_restarts_with_nothing_lost_or_applied_twice(
+    vhost: Vhost, tmp_path: Path, topology_file: Any
+) -> None:
+    data = topologies.fast_data()
+    # Slow enough (at most 8 lanes / 10 ms = 800 events/s) that the kill lands
+    # mid-run however fast the machine polls.
+    data["downstreams"]["inventory"] |= {"handler_time": "10ms", "concurrency": 8}
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    path = topology_file(data)
+    orders = [order_events(f"ord-{i:04d}") for i in range(1000)]
+    store = await inventory_store(tmp_path, spec)
+    try:
+        with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as first:
+            await publish_events(vhost.amqp_url, [e for o in orders for e in o])
+            await eventually(lambda: _over(store, 600), what="some events applied")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        killed_at = await _count(store)
+        assert killed_at < 3000, "the worker finished before it could be killed"
+        port = free_port()
+        with worker_process(
+            vhost.amqp_url, path, tmp_path, "inventory", metrics_port=port
+        ) as second:
+            await eventually(
+                lambda: _over(store, 2999), within=90, what="all applied after restart"
+            )
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            applied = [
+                float(line.split()[-1])
+                for line in metrics.splitlines()
+                if line.startswith('bus_worker_applied_total{downstream="inventory"}')
+            ]
+            assert applied and 0 < applied[0] <= 3000 - killed_at
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0, "the worker did not stop cleanly on SIGTERM"
+        rows = await store.inbox_rows()
+        assert len(rows) == 3000 and len({r.event_id for r in rows}) == 3000
+        assert all(s == [1, 2, 3] for s in by_order(rows).values())
+        stock = InventoryHandler(spec.downstreams["inventory"]).stock
+        [(reserved,)] = await store.query(select(func.sum(stock.c.reserved)))
+        # Every created event reserves 3 units; once each, even across the kill.
+        assert reserved == 3 * 1000
+    finally:
+        await store.close()
+
+
+async def _over(store: DownstreamStore, n: int) -> bool:
+    return await _count(store) > n
+
+
+async def test_a_slow_downstream_delays_only_itself(vhost: Vhost, tmp_path: Path) -> None:
+    data = topologies.fast_data()
+    data["downstreams"] = {
+        "inventory": data["downstreams"]["inventory"],
+        "warehouse": {
+            **data["downstreams"]["warehouse"],
+            "handler_time": "200ms",
+            "batch": {"size": 100, "linger": "50ms"},
+        },
+    }
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    orders = [order_events(f"ord-{i:04d}") for i in range(1000)]
+    # The backlog is there before the workers start, so neither is paced by the publisher.
+    await publish_events(vhost.amqp_url, [e for o in orders for e in o])
+    async with running_workers(vhost.amqp_url, spec, tmp_path) as workers:
+        await eventually(lambda: _done(workers, "inventory"), within=60, what="inventory done")
+        counts = await inbox_counts(workers)
+        assert counts["inventory"] == 3000
+        # At 100 events per 200 ms the warehouse needs 6 s for 3,000: well over a second of
+        # its work must still be waiting when inventory is done.
+        assert counts["warehouse"] <= 3000 - 500, f"warehouse kept up ({counts}): proves nothing"
+        # The workers export their lag for autoscalers (sampled every 5 s; the first sample
+        # can land while the prefetched backlog is still on its way to the worker).
+        warehouse = {"downstream": "warehouse"}
+
+        async def lagging() -> bool:
+            lag = workers.registry.get_sample_value("bus_worker_lag_messages", warehouse)
+            return (lag or 0) > 0
+
+        await eventually(lagging, within=10, what="the warehouse's lag exported")
+        await eventually(lambda: _done(workers, "warehouse"), within=60, what="warehouse done")
+
+
+async def _done(workers: Any, name: str) -> bool:
+    return (await inbox_counts(workers))[name] == 3000
+
+
+async def test_two_processes_one_reads_each_shard_and_the_other_takes_over(
+    vhost: Vhost, tmp_path: Path, topology_file: Any
+) -> None:
+    data = topologies.fast_data()
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    path = topology_file(data)
+    shards = [names.shard("inventory", i) for i in range(spec.downstreams["inventory"].shards)]
+    store = await inventory_store(tmp_path, spec)
+    first_half = [order_events(f"ord-a{i:03d}") for i in range(300)]
+    second_half = [order_events(f"ord-b{i:03d}") for i in range(300)]
+    try:
+        with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as first:
+            await eventually(
+                lambda: _active_pids(vhost, shards, expect_consumers=1), what="first consuming"
+            )
+            with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as second:
+                active = await eventually(
+                    lambda: _active_pids(vhost, shards, expect_consumers=2),
+                    within=30,
+                    what="both processes subscribed",
+                )
+                assert active == {first.pid}, (
+                    "single active consumer: the first process reads every shard"
+                )
+                await publish_events(vhost.amqp_url, [e for o in first_half for e in o])
+                await eventually(lambda: _over(store, 899), what="first half applied")
+                first.send_signal(signal.SIGKILL)
+                first.wait(10)
+                await publish_events(vhost.amqp_url, [e for o in second_half for e in o])
+                await eventually(
+                    lambda: _over(store, 1799), within=60, what="second process took over"
+                )
+                # The management API's consumer details lag by its stats interval.
+                survivor = await eventually(
+                    lambda: _active_pids(vhost, shards, expect_consumers=1),
+                    within=30,
+                    what="only the second process left",
+                )
+                assert survivor == {second.pid}
+        rows = await store.inbox_rows()
+        assert len(rows) == 1800
+        assert all(s == [1, 2, 3] for s in by_order(rows).values())
+    finally:
+        await store.close()
+
+
+async def _active_pids(vhost: Vhost, shards: list[str], expect_consumers: int) -> set[int] | None:
+    """Pids of the processes active on the shards, once each shard has expect_consumers."""
+    owners = {
+        c["name"]: (c.get("client_properties") or {}).get("connection_name", "")
+        for c in vhost.client.connections(vhost.name)
+    }
+    pids = set()
+    for shard in shards:
+        queue = vhost.client.queue(vhost.name, shard) or {}
+        details = queue.get("consumer_details") or []
+        if len(details) != expect_consumers:
+            return None
+        active = [c for c in details if c.get("active")]
+        if len(active) != 1:
+            return None
+        # The broker names connections by address; the worker's own name carries its pid.
+        channel = active[0].get("channel_details")
+        if not isinstance(channel, dict):  # [] until the stats of a new channel arrive
+            return None
+        name = owners.get(channel.get("connection_name", ""), "")
+        if not name.startswith("worker:"):
+            return None
+        pids.add(int(name.rsplit(":", 1)[-1]))
+    return pids
+
+
+async def test_several_downstreams_run_a_process_each_and_stop_together(
+    vhost: Vhost, tmp_path: Path, topology_file: Any
+) -> None:
+    data = topologies.fast_data()
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    orders = [order_events(f"ord-{i:03d}") for i in range(40)]
+    await publish_events(vhost.amqp_url, [e for o in orders for e in o])
+    path = topology_file(data)
+    with worker_process(vhost.amqp_url, path, tmp_path, "inventory", "loyalty") as proc:
+        for d in ("inventory", "loyalty"):
+            await eventually(lambda d=d: _inbox_file_count(tmp_path / f"{d}.db", 120), what=d)
+        owners = await eventually(lambda: _worker_connections(vhost), what="both connected")
+        # One connection per downstream, each from a process of its own (not the supervisor).
+        assert {name.split(":")[1] for name in owners} == {"inventory", "loyalty"}
+        assert len({name.split(":")[2] for name in owners}) == 2
+        assert str(proc.pid) not in {name.split(":")[2] for name in owners}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+async def _inbox_file_count(path: Path, expected: int) -> bool:
+    """Whether a SQLite store's inbox holds exactly `expected` rows."""
+    try:
+        with sqlite3.connect(path) as db:
+            return bool(db.execute("SELECT count(*) FROM inbox").fetchone()[0] == expected)
+    except sqlite3.Error:
+        return False
+
+
+async def _worker_connections(vhost: Vhost) -> set[str] | None:
+    names = {
+        (c.get("client_properties") or {}).get("connection_name", "")
+        for c in vhost.client.connections(vhost.name)
+    }
+    workers = {n for n in names if n.startswith("worker:")}
+    return workers if len(workers) == 2 else None

@@ -1,0 +1,124 @@
+"""AMQP helpers for tests: confirmed publishes, exact depths, draining queues by consumer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterable
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from common.amqp import queue_depth
+from events import AnyEvent, encode
+
+
+async def publish_confirmed(
+    channel: AbstractChannel,
+    exchange: str,
+    messages: Iterable[tuple[str, aio_pika.Message]],
+    window: int = 256,
+) -> int:
+    """Publish (routing_key, message) pairs with up to window confirms in flight."""
+    target = await channel.get_exchange(exchange, ensure=False)
+    pending: set[asyncio.Future[object]] = set()
+    count = 0
+    for routing_key, message in messages:
+        pending.add(asyncio.ensure_future(target.publish(message, routing_key)))
+        count += 1
+        if len(pending) >= window:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                fut.result()
+    await asyncio.gather(*pending)
+    return count
+
+
+async def publish_events(amqp_url: str, events: Iterable[AnyEvent]) -> int:
+    """Publish events to `orders` with confirms, in the given order."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        return await publish_confirmed(
+            channel, "orders", [(e.event_type.value, encode(e)) for e in events]
+        )
+
+
+async def depth(amqp_url: str, queue: str) -> int:
+    """The exact number of ready messages in a queue, on a connection of its own."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        return await queue_depth(await connection.channel(), queue)
+
+
+async def take_all(amqp_url: str, queue: str, count: int) -> list[AbstractIncomingMessage]:
+    """Consume (and ack) exactly count messages of a queue, e.g. a DLQ, on its own connection."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=100)
+        return await drain(channel, queue, count)
+
+
+async def drain(
+    channel: AbstractChannel,
+    queue: str,
+    count: int,
+    within: float = 30.0,
+    arguments: dict[str, object] | None = None,
+) -> list[AbstractIncomingMessage]:
+    """Consume exactly count messages from queue, acking them; fail on timeout."""
+    received: list[AbstractIncomingMessage] = []
+    if count == 0:
+        return received
+    done = asyncio.get_running_loop().create_future()
+    declared = await channel.get_queue(queue, ensure=False)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        received.append(message)
+        if len(received) % 100 == 0 or len(received) >= count:
+            await message.ack(multiple=True)
+        if len(received) >= count and not done.done():
+            done.set_result(None)
+
+    tag = await declared.consume(on_message, arguments=arguments)
+    try:
+        await asyncio.wait_for(done, within)
+    except TimeoutError:
+        raise AssertionError(
+            f"{queue}: got {len(received)} of {count} messages in {within}s"
+        ) from None
+    finally:
+        await declared.cancel(tag)
+    return received
+
+
+async def collect_ids(
+    channel: AbstractChannel,
+    queue: str,
+    expected: set[str],
+    within: float = 60.0,
+    arguments: dict[str, object] | None = None,
+) -> Counter[str]:
+    """Consume queue until every expected message_id was seen; return how often each came."""
+    seen: Counter[str] = Counter()
+    done = asyncio.get_running_loop().create_future()
+    declared = await channel.get_queue(queue, ensure=False)
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        seen[message.message_id or ""] += 1
+        await message.ack()
+        if expected <= seen.keys() and not done.done():
+            done.set_result(None)
+
+    tag = await declared.consume(on_message, arguments=arguments)
+    try:
+        await asyncio.wait_for(done, within)
+    except TimeoutError:
+        missing = len(expected - seen.keys())
+        raise AssertionError(
+            f"{queue}: {missing} of {len(expected)} ids missing after {within}s"
+        ) from None
+    finally:
+        await declared.cancel(tag)
+    return seen

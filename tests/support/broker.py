@@ -1,0 +1,71 @@
+"""Finding a real broker for the suite: an answering AMQP_URL, else a container, else fail."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from common.settings import Settings
+from topology.management import ManagementClient, ManagementError
+
+# Pinned: the suite proves broker behaviour, so the broker version must not drift.
+RABBITMQ_IMAGE = "rabbitmq:3.13.7-management"
+RABBITMQ_DIR = Path(__file__).resolve().parents[2] / "rabbitmq"
+NO_BROKER = (
+    "no RabbitMQ broker: none answers at AMQP_URL={url} and no Docker engine answers; "
+    "run scripts/broker-up (starts or installs a local rabbitmq-server) or set AMQP_URL"
+)
+
+
+@dataclass(frozen=True)
+class Broker:
+    """Where the suite's broker answers."""
+
+    amqp_url: str
+    management_url: str
+
+
+def _answers(settings: Settings) -> bool:
+    parts = urlsplit(settings.amqp_url)
+    try:
+        socket.create_connection((parts.hostname or "localhost", parts.port or 5672), 2).close()
+        with ManagementClient(settings.rabbitmq_management_url, timeout=5) as client:
+            types = {t["name"] for t in client.overview()["exchange_types"]}
+    except (OSError, ManagementError):
+        return False
+    return "x-consistent-hash" in types
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+@contextlib.contextmanager
+def find_broker() -> Iterator[Broker]:
+    """Yield a broker for the session, or raise RuntimeError saying how to get one."""
+    settings = Settings()
+    if _answers(settings):
+        yield Broker(settings.amqp_url, settings.rabbitmq_management_url)
+        return
+    if not _docker_answers():
+        raise RuntimeError(NO_BROKER.format(url=settings.amqp_url))
+    from testcontainers.rabbitmq import RabbitMqContainer
+
+    container = (
+        RabbitMqContainer(RABBITMQ_IMAGE)
+        .with_exposed_ports(5672, 15672)
+        .with_volume_mapping(str(RABBITMQ_DIR / "enabled_plugins"), "/etc/rabbitmq/enabled_plugins")
+    )
+    with container:
+        host = container.get_container_host_ip()
+        amqp = f"amqp://guest:guest@{host}:{container.get_exposed_port(5672)}/"
+        mgmt = f"http://guest:guest@{host}:{container.get_exposed_port(15672)}"
+        yield Broker(amqp, mgmt)

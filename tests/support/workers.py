@@ -1,0 +1,72 @@
+"""Running workers in the test process against a test vhost, and reading their stores."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from topology.spec import TopologySpec
+from workers.app import Workers, build
+from workers.handlers import FaultHook
+from workers.handlers.inventory import InventoryHandler
+from workers.settings import WorkerSettings
+from workers.store import DownstreamStore
+
+
+def settings_for(amqp_url: str, store_dir: Path, dsn: str | None = None) -> WorkerSettings:
+    """Settings pointing workers at a vhost and a store folder (or a PostgreSQL DSN)."""
+    return WorkerSettings(amqp_url=amqp_url, workers_store_dir=store_dir, workers_dsn=dsn)
+
+
+@asynccontextmanager
+async def running_workers(
+    amqp_url: str,
+    spec: TopologySpec,
+    store_dir: Path,
+    names: Iterable[str] = ("all",),
+    faults: FaultHook | None = None,
+    dsn: str | None = None,
+) -> AsyncIterator[Workers]:
+    """Workers consuming for the duration of the block, stopped cleanly after."""
+    settings = settings_for(amqp_url, store_dir, dsn)
+    workers = await build(spec, list(names), settings, faults=faults)
+    stop = asyncio.Event()
+    task = asyncio.create_task(workers.run(stop))
+    try:
+        yield workers
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+def metric(workers: Workers, name: str, downstream: str, **labels: str) -> float:
+    """One sample of the workers' metrics (0 when never counted)."""
+    value = workers.registry.get_sample_value(name, {"downstream": downstream, **labels})
+    return value or 0.0
+
+
+async def inbox_counts(workers: Workers) -> dict[str, int]:
+    """Inbox rows per downstream."""
+    return {w.name: len(await w.store.inbox_rows()) for w in workers.workers}
+
+
+async def counts_are(workers: Workers, expected: dict[str, int]) -> bool:
+    """Whether every downstream's inbox holds exactly the expected number of rows."""
+    return await inbox_counts(workers) == expected
+
+
+def by_order(rows: Iterable[Any]) -> dict[str, list[int]]:
+    """seq lists per order, in application order."""
+    out: dict[str, list[int]] = {}
+    for row in rows:
+        out.setdefault(row.order_id, []).append(row.seq)
+    return out
+
+
+async def inventory_store(store_dir: Path, spec: TopologySpec) -> DownstreamStore:
+    """Open the inventory store a worker process writes (SQLite in store_dir)."""
+    handler = InventoryHandler(spec.downstreams["inventory"])
+    return await DownstreamStore.open("inventory", handler.metadata, None, store_dir)

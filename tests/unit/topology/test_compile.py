@@ -1,0 +1,99 @@
+"""Compile: the file becomes the exchanges, queues, bindings and policies of DESIGN.md."""
+
+from __future__ import annotations
+
+from tests.support import topologies
+from topology.compile import compile_topology
+from topology.spec import DEFAULT_TOPOLOGY_FILE, load_spec
+
+
+def test_entry_objects() -> None:
+    objects = compile_topology(load_spec(DEFAULT_TOPOLOGY_FILE))
+    orders = objects.exchanges["orders"]
+    assert (orders.type, orders.durable, orders.arguments) == (
+        "topic",
+        True,
+        {"alternate-exchange": "orders.unroutable"},
+    )
+    assert objects.exchanges["orders.unroutable"].type == "fanout"
+    assert objects.queues["orders.unroutable"].queue_type == "quorum"
+    assert objects.queues["orders.log"].arguments == {"x-queue-type": "stream"}
+    assert ("orders", "queue", "orders.log", "order.#", ()) in objects.bindings
+    assert objects.policies["orders.log"].definition == {
+        "max-age": "604800s",
+        "max-length-bytes": 10**9,
+        "stream-max-segment-size-bytes": 100 * 10**6,
+    }
+
+
+def test_downstream_objects() -> None:
+    spec = load_spec(DEFAULT_TOPOLOGY_FILE)
+    objects = compile_topology(spec)
+    for d, ds in spec.downstreams.items():
+        hash_ex = objects.exchanges[d]
+        assert (hash_ex.type, hash_ex.arguments) == (
+            "x-consistent-hash",
+            {"hash-header": "order_id"},
+        )
+        assert ("orders", "exchange", d, "order.#", ()) in objects.bindings
+        shards = [q for q in objects.queues if q.startswith(d + ".") and q[len(d) + 1 :].isdigit()]
+        assert shards == [f"{d}.{i}" for i in range(ds.shards)]
+        for shard in shards:
+            assert objects.queues[shard].arguments == {
+                "x-queue-type": "quorum",
+                "x-single-active-consumer": True,
+            }
+            assert (d, "queue", shard, "1", ()) in objects.bindings
+        assert objects.policies[f"{d}.shards"].pattern == rf"^{d}\.\d+$"
+        assert objects.policies[f"{d}.shards"].definition == {
+            "dead-letter-exchange": f"{d}.dead",
+            "delivery-limit": ds.delivery_limit,
+            "max-length": ds.max_length,
+            "overflow": "reject-publish",
+            "dead-letter-strategy": "at-least-once",
+        }
+        assert objects.exchanges[f"{d}.retry"].type == "direct"
+        for tier, delay in ds.retry.tiers.items():
+            queue = f"{d}.retry.{tier}"
+            assert queue in objects.queues
+            assert (f"{d}.retry", "queue", queue, tier, ()) in objects.bindings
+            policy = objects.policies[queue]
+            assert policy.definition["message-ttl"] == delay
+            assert policy.definition["dead-letter-exchange"] == d
+        assert objects.exchanges[f"{d}.dead"].type == "fanout"
+        assert (f"{d}.dead", "queue", f"{d}.dlq", "", ()) in objects.bindings
+
+
+def test_counts_follow_the_file() -> None:
+    data = topologies.default_data()
+    data["downstreams"] = {"inventory": data["downstreams"]["inventory"]}
+    data["downstreams"]["inventory"]["shards"] = 2
+    objects = compile_topology(topologies.spec_of(data))
+    # orders, orders.unroutable; inventory, .retry, .dead
+    assert len(objects.exchanges) == 5
+    # orders.unroutable, orders.log; 2 shards, 3 retry tiers, 1 dlq
+    assert len(objects.queues) == 2 + 2 + 3 + 1
+    # unroutable, log, orders->inventory, 2 shard bindings, 3 tier bindings, dlq
+    assert len(objects.bindings) == 2 + 1 + 2 + 3 + 1
+    assert sorted(objects.policies) == sorted(
+        [
+            "orders.log",
+            "inventory.shards",
+            "inventory.retry.short",
+            "inventory.retry.medium",
+            "inventory.retry.long",
+        ]
+    )
+
+
+def test_classic_and_drop_head_fall_back_to_at_most_once_dead_lettering() -> None:
+    data = topologies.default_data()
+    inv = data["downstreams"]["inventory"]
+    inv.update(queue_type="classic", delivery_limit=None, overflow="drop-head")
+    objects = compile_topology(topologies.spec_of(data))
+    assert objects.queues["inventory.0"].arguments["x-queue-type"] == "classic"
+    assert objects.policies["inventory.shards"].definition == {
+        "dead-letter-exchange": "inventory.dead",
+        "max-length": inv["max_length"],
+        "overflow": "drop-head",
+    }

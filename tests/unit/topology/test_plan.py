@@ -1,0 +1,119 @@
+"""Plan: the diff between the file and a broker's state, without a broker."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+from tests.support import topologies
+from topology.compile import compile_topology
+from topology.model import QueueDef
+from topology.plan import Action, make_plan
+
+
+def _setup(data: dict | None = None):  # type: ignore[no-untyped-def]
+    spec = topologies.spec_of(data or topologies.default_data())
+    return spec, compile_topology(spec)
+
+
+def test_missing_vhost_plans_everything() -> None:
+    spec, desired = _setup()
+    plan = make_plan(spec, desired, None, "v")
+    assert plan.changes[0].kind == "vhost"
+    created = plan.of(Action.CREATE)
+    expected = (
+        1
+        + len(desired.exchanges)
+        + len(desired.queues)
+        + len(desired.bindings)
+        + len(desired.policies)
+    )
+    assert len(created) == expected
+    assert not plan.migrations
+
+
+def test_matching_broker_has_no_changes() -> None:
+    spec, desired = _setup()
+    assert not make_plan(spec, desired, copy.deepcopy(desired), "v").pending
+
+
+def test_retry_delay_change_is_live() -> None:
+    _, live = _setup()
+    data = topologies.default_data()
+    data["downstreams"]["loyalty"]["retry"]["tiers"]["short"] = "2s"
+    spec2, desired = _setup(data)
+    plan = make_plan(spec2, desired, live, "v")
+    assert [(c.action, c.kind, c.name) for c in plan.changes] == [
+        (Action.UPDATE, "policy", "loyalty.retry.short")
+    ]
+    assert "message-ttl 1000 -> 2000" in plan.changes[0].detail
+
+
+def test_shard_count_change_is_one_migration() -> None:
+    _, live = _setup()
+    data = topologies.default_data()
+    data["downstreams"]["warehouse"]["shards"] = 6
+    spec, desired = _setup(data)
+    plan = make_plan(spec, desired, live, "v")
+    assert [(c.action, c.kind, c.name) for c in plan.changes] == [
+        (Action.MIGRATE, "downstream", "warehouse")
+    ]
+    assert "shard count 4 -> 6" in plan.changes[0].detail
+
+
+def test_queue_type_change_is_a_migration() -> None:
+    _, live = _setup()
+    data = topologies.default_data()
+    data["downstreams"]["inventory"].update(queue_type="classic", delivery_limit=None)
+    spec, desired = _setup(data)
+    plan = make_plan(spec, desired, live, "v")
+    migrated = {c.name for c in plan.migrations}
+    assert migrated == {
+        "inventory.0",
+        "inventory.1",
+        "inventory.2",
+        "inventory.3",
+        "inventory.dlq",
+        "inventory.retry.short",
+        "inventory.retry.medium",
+        "inventory.retry.long",
+    }
+    assert all("x-queue-type 'quorum' -> 'classic'" in c.detail for c in plan.migrations)
+    assert {c.name for c in plan.of(Action.UPDATE)} == {
+        "inventory.shards",
+        "inventory.retry.short",
+        "inventory.retry.medium",
+        "inventory.retry.long",
+    }
+
+
+def test_single_active_consumer_and_durability_are_migrations() -> None:
+    spec, desired = _setup()
+    live = copy.deepcopy(desired)
+    live.queues["fraud_audit.2"] = QueueDef("fraud_audit.2", {"x-queue-type": "quorum"})
+    live.queues["fraud_audit.dlq"] = replace(live.queues["fraud_audit.dlq"], durable=False)
+    plan = make_plan(spec, desired, live, "v")
+    details = {c.name: c.detail for c in plan.migrations}
+    assert details == {
+        "fraud_audit.2": "x-single-active-consumer None -> True",
+        "fraud_audit.dlq": "durable False -> True",
+    }
+
+
+def test_objects_not_in_the_file_are_extra() -> None:
+    _, desired = _setup()
+    live = copy.deepcopy(desired)
+    live.add(QueueDef("legacy", {"x-queue-type": "classic"}))
+    live.add(QueueDef("amq.gen-123"))
+    data = topologies.default_data()
+    del data["downstreams"]["recommendations"]
+    spec2, desired2 = _setup(data)
+    plan = make_plan(spec2, desired2, live, "v")
+    extra = {(c.kind, c.name) for c in plan.of(Action.EXTRA)}
+    assert ("queue", "legacy") in extra
+    assert ("queue", "amq.gen-123") not in extra
+    assert ("exchange", "recommendations") in extra
+    assert ("queue", "recommendations.0") in extra
+    assert ("policy", "recommendations.shards") in extra
+    assert ("binding", "orders -> exchange recommendations [order.#]") in extra
+    assert not plan.of(Action.CREATE) and not plan.migrations

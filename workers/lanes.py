@@ -1,0 +1,128 @@
+"""One session's deliveries in per-order lanes: each order's events one after another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable
+
+import structlog
+from aiormq.abc import DeliveredMessage
+
+from common.amqp import Received
+from events import MalformedEvent, decode
+from topology.spec import Semantics
+from workers.acks import Acker
+from workers.divert import Divert
+from workers.runtime import Delivery, Runtime
+
+log = structlog.get_logger("workers")
+
+
+class Lanes:
+    """Decodes each delivery, runs it in its order's lane, and settles it on its channel.
+
+    Orders run concurrently (up to the downstream's concurrency); one order's deliveries
+    run strictly in arrival order. A delivery is acked once the runtime is done with it,
+    and handed back to its queue when it could not be dealt with.
+    """
+
+    def __init__(self, runtime: Runtime, divert: Divert) -> None:
+        self.runtime = runtime
+        self.divert = divert
+        self.metrics = runtime.metrics
+        self.ack_first = runtime.spec.semantics is Semantics.AT_MOST_ONCE
+        self.lanes: dict[str, deque[Delivery]] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.holding = 0  # deliveries received and not yet settled
+
+    async def on_message(self, shard: str, acker: Acker, raw: DeliveredMessage) -> None:
+        """aiormq's consumer callback: runs in a task of its own per delivery."""
+        message = Received(raw)
+        self.metrics.consumed.inc()
+        if message.redelivered:
+            self.metrics.redelivered.inc()
+        self.metrics.in_flight.inc()
+        self.holding += 1
+        log.debug(
+            "worker.received",
+            downstream=self.runtime.name,
+            shard=shard,
+            event_id=message.message_id,
+            tag=message.delivery_tag,
+            redelivered=message.redelivered,
+        )
+        delivery = Delivery(message, shard, acker)
+        if self.ack_first:
+            acker.complete(message.delivery_tag)
+        try:
+            delivery.event = decode(message)
+        except MalformedEvent as exc:
+            await self._run(
+                delivery, self.runtime.dead_letter_malformed(delivery, exc, self.divert)
+            )
+            return
+        order_id = delivery.event.order_id
+        lane = self.lanes.get(order_id)
+        if lane is not None:
+            lane.append(delivery)
+            return
+        # The first delivery of an idle order runs its lane in this delivery's own task.
+        self.runtime.cache.prefetch(order_id)
+        lane = self.lanes[order_id] = deque([delivery])
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            await self._run_lane(order_id, lane)
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def _run_lane(self, order_id: str, lane: deque[Delivery]) -> None:
+        try:
+            async with self.runtime.slots:
+                while lane:
+                    delivery = lane.popleft()
+                    await self._run(delivery, self.runtime.handle(delivery, self.divert))
+        finally:
+            if self.lanes.get(order_id) is lane:
+                del self.lanes[order_id]
+
+    async def _run(self, d: Delivery, step: Awaitable[None]) -> None:
+        """Await one delivery's step; settle it, or hand it back when the step failed."""
+        try:
+            await step
+        except Exception as exc:
+            # Not settled: the delivery goes back to the queue (and counts toward the
+            # delivery limit) rather than being lost.
+            log.error(
+                "worker.unhandled",
+                downstream=self.runtime.name,
+                shard=d.shard,
+                event_id=d.message.message_id,
+                error=repr(exc),
+            )
+            self._done(d, hand_back=True)
+            return
+        self._done(d, hand_back=False)
+
+    def _done(self, d: Delivery, hand_back: bool) -> None:
+        self.metrics.in_flight.dec()
+        self.holding -= 1
+        if self.ack_first:
+            return
+        if hand_back:
+            d.acker.hand_back(d.message.delivery_tag)
+        else:
+            d.acker.complete(d.message.delivery_tag)
+
+    async def wind_down(self, within: float) -> None:
+        """Let the lanes in flight finish (cancel what outlasts `within`)."""
+        if self.tasks:
+            _, pending = await asyncio.wait(set(self.tasks), timeout=within)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        self.lanes.clear()
