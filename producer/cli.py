@@ -9,6 +9,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.loop import sleep_unless, stop_on_signals
-from common.startup import start
 from producer.db import create_schema, make_engine
 from producer.metrics import RelayMetrics
 from producer.outbox import Outbox
@@ -27,7 +28,8 @@ from producer.relay import Relay
 from producer.settings import ProducerSettings
 from producer.simulate import DuplicateRun, TrafficStats, run_traffic
 from producer.store import OrderStore
-from topology.spec import TopologyFileError, TopologySpec, load_spec
+from topology.service import run_service
+from topology.spec import TopologySpec
 
 
 def _fraction(text: str) -> float:
@@ -71,28 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
-    if (settings := start(err, ProducerSettings)) is None:
-        return 1
-    try:
-        spec = load_spec(args.file or settings.topology_file)
-        runner = _relay_forever if args.command == "relay" else _simulate
-        return asyncio.run(runner(args, settings, spec))
-    except TopologyFileError as exc:
-        err.print(exc.render(), markup=False, highlight=False)
-    except DuplicateRun as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-    except (SQLAlchemyError, OSError) as exc:
-        err.print(f"error: the order store failed: {exc}", markup=False, highlight=False)
-    except KeyboardInterrupt:
-        return 130
-    return 1
+    command = _relay_forever if args.command == "relay" else _simulate
+    return run_service(
+        ProducerSettings,
+        args.file,
+        partial(command, args),
+        {DuplicateRun: "", (SQLAlchemyError, OSError): "the order store failed: "},
+    )
 
 
-def _build(
+async def _build(
     args: argparse.Namespace, settings: ProducerSettings, spec: TopologySpec
-) -> tuple[Any, Relay]:
+) -> tuple[AsyncEngine, Relay, asyncio.Event]:
+    """The store (schema created), its relay, and a stop event that SIGTERM/SIGINT set."""
     engine = make_engine(args.db or settings.producer_dsn)
+    await create_schema(engine)
+    stop = asyncio.Event()
+    stop_on_signals(stop)
     registry = CollectorRegistry()
     port = args.metrics_port or settings.producer_metrics_port
     if port:
@@ -106,16 +103,13 @@ def _build(
         poll_interval=spec.producer.poll_interval / 1000,
         metrics=RelayMetrics(registry),
     )
-    return engine, relay
+    return engine, relay, stop
 
 
 async def _relay_forever(
     args: argparse.Namespace, settings: ProducerSettings, spec: TopologySpec
 ) -> int:
-    engine, relay = _build(args, settings, spec)
-    await create_schema(engine)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
+    engine, relay, stop = await _build(args, settings, spec)
     try:
         await relay.run(stop)
     finally:
@@ -126,10 +120,7 @@ async def _relay_forever(
 async def _simulate(
     args: argparse.Namespace, settings: ProducerSettings, spec: TopologySpec
 ) -> int:
-    engine, relay = _build(args, settings, spec)
-    await create_schema(engine)
-    stop = asyncio.Event()
-    stop_on_signals(stop)
+    engine, relay, stop = await _build(args, settings, spec)
     seed = args.seed if args.seed is not None else random.randrange(1_000_000)
     relay_task = asyncio.create_task(relay.run(stop))
     started = time.monotonic()

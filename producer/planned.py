@@ -10,17 +10,8 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 
-from events import (
-    AnyEvent,
-    LineItem,
-    OrderCreated,
-    OrderCreatedEvent,
-    OrderPaid,
-    OrderPaidEvent,
-    OrderShipped,
-    OrderShippedEvent,
-    PaymentMethod,
-)
+from events import AnyEvent, LineItem, PaymentMethod
+from events import models as m
 from events.simulation import flaky_sku, poison_sku
 
 CATALOG = [f"SKU-{i:03d}" for i in range(1, 201)]
@@ -52,18 +43,18 @@ class PlannedOrder:
 
     def events(self) -> list[AnyEvent]:
         """created, paid and shipped, in seq order."""
-        created = OrderCreated(
+        created = m.OrderCreated(
             customer_id=self.customer_id,
             items=list(self.items),
             total=self.total,
             currency=CURRENCY,
         )
-        paid = OrderPaid(amount=self.total, method=self.method)
-        shipped = OrderShipped(carrier=self.carrier, tracking=self.tracking)
+        paid = m.OrderPaid(amount=self.total, method=self.method)
+        shipped = m.OrderShipped(carrier=self.carrier, tracking=self.tracking)
         return [
-            OrderCreatedEvent(order_id=self.order_id, seq=1, payload=created),
-            OrderPaidEvent(order_id=self.order_id, seq=2, payload=paid),
-            OrderShippedEvent(order_id=self.order_id, seq=3, payload=shipped),
+            m.OrderCreatedEvent(order_id=self.order_id, seq=1, payload=created),
+            m.OrderPaidEvent(order_id=self.order_id, seq=2, payload=paid),
+            m.OrderShippedEvent(order_id=self.order_id, seq=3, payload=shipped),
         ]
 
 

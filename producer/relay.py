@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -39,31 +39,25 @@ class _ConnectionLost(Exception):
     """A publish failed for a reason other than a nack or a return."""
 
 
+@dataclass
 class Relay:
     """Moves outbox rows to the broker: at least once, in outbox order, confirmed."""
 
-    def __init__(
-        self,
-        outbox: Outbox,
-        amqp_url: str,
-        *,
-        exchange: str,
-        app_id: str = "order-service",
-        window: int = 256,
-        poll_interval: float = 0.05,
-        drain_timeout: float = 15.0,
-        metrics: RelayMetrics | None = None,
-    ) -> None:
-        self.outbox = outbox
-        self.amqp_url = amqp_url
-        self.exchange_name = exchange
-        self.app_id = app_id
-        self.window = window
-        self.fetch_size = max(4 * window, 1000)
-        self.poll_interval = poll_interval
-        self.drain_timeout = drain_timeout
-        self.metrics = metrics or RelayMetrics(CollectorRegistry())
-        self.stats = RelayStats()
+    outbox: Outbox
+    amqp_url: str
+    _: KW_ONLY
+    exchange: str
+    app_id: str = "order-service"
+    window: int = 256  # publishes awaiting their confirm at once
+    poll_interval: float = 0.05  # seconds between polls of an empty outbox
+    drain_timeout: float = 15.0  # seconds to wait for confirms when stopping
+    metrics: RelayMetrics = field(default_factory=lambda: RelayMetrics(CollectorRegistry()))
+    stats: RelayStats = field(default_factory=RelayStats, init=False)
+
+    @property
+    def fetch_size(self) -> int:
+        """Outbox rows read at once."""
+        return max(4 * self.window, 1000)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until stop is set; reconnect with backoff on any broker failure."""
@@ -81,8 +75,8 @@ class Relay:
         connection = await connect(self.amqp_url, "relay")
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = await channel.get_exchange(self.exchange_name, ensure=False)
-            log.info("relay.connected", exchange=self.exchange_name, window=self.window)
+            exchange = await channel.get_exchange(self.exchange, ensure=False)
+            log.info("relay.connected", exchange=self.exchange, window=self.window)
             healthy()
             await self._pump(exchange, stop)
         finally:

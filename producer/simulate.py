@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from events import IllegalTransition
 from producer.planned import PlannedOrder, plan_order
@@ -45,31 +45,24 @@ async def run_traffic(
     return traffic.stats
 
 
+@dataclass
 class _Traffic:
     """Orders placed in index order (paced at `rate`), advanced in random order."""
 
-    def __init__(
-        self,
-        store: OrderStore,
-        orders: int,
-        seed: int,
-        rate: float | None,
-        flaky_rate: float,
-        poison_rate: float,
-        on_event: Callable[[], None] | None,
-    ) -> None:
-        self.store = store
-        self.orders = orders
-        self.seed = seed
-        self.rate = rate
-        self.flaky_rate = flaky_rate
-        self.poison_rate = poison_rate
-        self.on_event = on_event
-        self.stats = TrafficStats()
-        self.rng = random.Random(seed)
-        self.open: list[tuple[PlannedOrder, int]] = []  # (order, events written so far)
-        self.next_index = 0
-        self.started = time.monotonic()
+    store: OrderStore
+    orders: int
+    seed: int
+    rate: float | None
+    flaky_rate: float
+    poison_rate: float
+    on_event: Callable[[], None] | None
+    stats: TrafficStats = field(default_factory=TrafficStats)
+    open: list[tuple[PlannedOrder, int]] = field(default_factory=list)  # (order, events so far)
+    next_index: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
 
     async def customer(self) -> None:
         """One customer: places new orders or advances open ones until all are shipped."""

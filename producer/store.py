@@ -11,22 +11,8 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events import (
-    SEQ_OF,
-    AnyEvent,
-    EventType,
-    IllegalTransition,
-    LineItem,
-    OrderCreated,
-    OrderCreatedEvent,
-    OrderPaid,
-    OrderPaidEvent,
-    OrderShipped,
-    OrderShippedEvent,
-    OrderState,
-    PaymentMethod,
-    transition,
-)
+from events import SEQ_OF, AnyEvent, EventType, IllegalTransition, OrderState, transition
+from events import models as m
 from events.state import source_state
 from producer.db import orders, outbox
 from producer.outbox import outbox_values
@@ -60,16 +46,16 @@ class OrderStore:
     async def place_order(
         self,
         customer_id: str,
-        items: Sequence[LineItem],
+        items: Sequence[m.LineItem],
         currency: str = "EUR",
         order_id: str | None = None,
-    ) -> OrderCreatedEvent:
+    ) -> m.OrderCreatedEvent:
         """Create an order; returns its order.created event."""
         total = sum((i.price * i.qty for i in items), Decimal(0))
-        event = OrderCreatedEvent(
+        event = m.OrderCreatedEvent(
             order_id=order_id or f"ord-{uuid.uuid4().hex[:20]}",
             seq=1,
-            payload=OrderCreated(
+            payload=m.OrderCreated(
                 customer_id=customer_id, items=list(items), total=total, currency=currency
             ),
         )
@@ -92,22 +78,22 @@ class OrderStore:
             raise IllegalTransition(OrderState.CREATED, EventType.CREATED) from None
         return event
 
-    async def pay(self, order_id: str, method: PaymentMethod) -> OrderPaidEvent:
+    async def pay(self, order_id: str, method: m.PaymentMethod) -> m.OrderPaidEvent:
         """Mark an order paid (its total); returns its order.paid event."""
         async with self.engine.begin() as conn:
             total = await _advance(conn, order_id, EventType.PAID)
-            event = OrderPaidEvent(
-                order_id=order_id, seq=2, payload=OrderPaid(amount=total, method=method)
+            event = m.OrderPaidEvent(
+                order_id=order_id, seq=2, payload=m.OrderPaid(amount=total, method=method)
             )
             await _write_outbox(conn, event)
         return event
 
-    async def ship(self, order_id: str, carrier: str, tracking: str) -> OrderShippedEvent:
+    async def ship(self, order_id: str, carrier: str, tracking: str) -> m.OrderShippedEvent:
         """Mark an order shipped; returns its order.shipped event."""
         async with self.engine.begin() as conn:
             await _advance(conn, order_id, EventType.SHIPPED)
-            event = OrderShippedEvent(
-                order_id=order_id, seq=3, payload=OrderShipped(carrier=carrier, tracking=tracking)
+            event = m.OrderShippedEvent(
+                order_id=order_id, seq=3, payload=m.OrderShipped(carrier=carrier, tracking=tracking)
             )
             await _write_outbox(conn, event)
         return event

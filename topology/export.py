@@ -12,26 +12,10 @@ def definitions(objects: BrokerObjects, vhost: str) -> dict[str, Any]:
     return {
         "vhosts": [{"name": vhost}],
         "exchanges": [
-            {
-                "name": e.name,
-                "vhost": vhost,
-                "type": e.type,
-                "durable": e.durable,
-                "auto_delete": e.auto_delete,
-                "internal": e.internal,
-                "arguments": e.arguments,
-            }
-            for e in objects.exchanges.values()
+            {"name": e.name, "vhost": vhost, **e.settings()} for e in objects.exchanges.values()
         ],
         "queues": [
-            {
-                "name": q.name,
-                "vhost": vhost,
-                "durable": q.durable,
-                "auto_delete": q.auto_delete,
-                "arguments": q.arguments,
-            }
-            for q in objects.queues.values()
+            {"name": q.name, "vhost": vhost, **q.settings()} for q in objects.queues.values()
         ],
         "bindings": [
             {
@@ -39,20 +23,11 @@ def definitions(objects: BrokerObjects, vhost: str) -> dict[str, Any]:
                 "vhost": vhost,
                 "destination": b.destination,
                 "destination_type": b.destination_type,
-                "routing_key": b.routing_key,
-                "arguments": b.arguments,
+                **b.settings(),
             }
             for b in objects.bindings.values()
         ],
         "policies": [
-            {
-                "name": p.name,
-                "vhost": vhost,
-                "pattern": p.pattern,
-                "apply-to": p.apply_to,
-                "definition": p.definition,
-                "priority": p.priority,
-            }
-            for p in objects.policies.values()
+            {"name": p.name, "vhost": vhost, **p.settings()} for p in objects.policies.values()
         ],
     }

@@ -21,6 +21,11 @@ def _q(name: str) -> str:
     return quote(name, safe="")
 
 
+def _binding_path(vhost: str, b: BindingDef) -> str:
+    dest = "q" if b.destination_type == "queue" else "e"
+    return f"/bindings/{_q(vhost)}/e/{_q(b.source)}/{dest}/{_q(b.destination)}"
+
+
 class ManagementClient:
     """Typed access to the management API of one broker."""
 
@@ -197,30 +202,19 @@ class ManagementClient:
 
     def declare_exchange(self, vhost: str, ex: ExchangeDef) -> None:
         """Declare an exchange."""
-        body = {
-            "type": ex.type,
-            "durable": ex.durable,
-            "auto_delete": ex.auto_delete,
-            "internal": ex.internal,
-            "arguments": ex.arguments,
-        }
-        self._request("PUT", f"/exchanges/{_q(vhost)}/{_q(ex.name)}", json=body)
+        self._request("PUT", f"/exchanges/{_q(vhost)}/{_q(ex.name)}", json=ex.settings())
 
     def declare_queue(self, vhost: str, q: QueueDef) -> None:
         """Declare a queue."""
-        body = {"durable": q.durable, "auto_delete": q.auto_delete, "arguments": q.arguments}
-        self._request("PUT", f"/queues/{_q(vhost)}/{_q(q.name)}", json=body)
+        self._request("PUT", f"/queues/{_q(vhost)}/{_q(q.name)}", json=q.settings())
 
     def bind(self, vhost: str, b: BindingDef) -> None:
         """Create a binding."""
-        dest = "q" if b.destination_type == "queue" else "e"
-        path = f"/bindings/{_q(vhost)}/e/{_q(b.source)}/{dest}/{_q(b.destination)}"
-        self._request("POST", path, json={"routing_key": b.routing_key, "arguments": b.arguments})
+        self._request("POST", _binding_path(vhost, b), json=b.settings())
 
     def unbind(self, vhost: str, b: BindingDef) -> None:
         """Delete a binding (looked up by its properties key)."""
-        dest = "q" if b.destination_type == "queue" else "e"
-        path = f"/bindings/{_q(vhost)}/e/{_q(b.source)}/{dest}/{_q(b.destination)}"
+        path = _binding_path(vhost, b)
         for found in self._request("GET", path, ok404=True) or []:
             if (
                 found["routing_key"] == b.routing_key
@@ -230,13 +224,7 @@ class ManagementClient:
 
     def put_policy(self, vhost: str, p: PolicyDef) -> None:
         """Create or replace a policy."""
-        body = {
-            "pattern": p.pattern,
-            "definition": p.definition,
-            "apply-to": p.apply_to,
-            "priority": p.priority,
-        }
-        self._request("PUT", f"/policies/{_q(vhost)}/{_q(p.name)}", json=body)
+        self._request("PUT", f"/policies/{_q(vhost)}/{_q(p.name)}", json=p.settings())
 
     def delete(self, kind: str, vhost: str, name: str) -> None:
         """Delete an exchange, queue or policy by name (no error when missing)."""

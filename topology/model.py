@@ -19,6 +19,11 @@ class ExchangeDef:
     auto_delete: bool = False
     internal: bool = False
 
+    def settings(self) -> JsonDict:
+        """Its settings as the management API and definitions files spell them."""
+        keys = ("type", "durable", "auto_delete", "internal", "arguments")
+        return {k: getattr(self, k) for k in keys}
+
 
 @dataclass(frozen=True)
 class QueueDef:
@@ -28,6 +33,14 @@ class QueueDef:
     arguments: JsonDict = field(default_factory=dict)
     durable: bool = True
     auto_delete: bool = False
+
+    def settings(self) -> JsonDict:
+        """Its settings as the management API and definitions files spell them."""
+        return {
+            "durable": self.durable,
+            "auto_delete": self.auto_delete,
+            "arguments": self.arguments,
+        }
 
     @property
     def queue_type(self) -> str:
@@ -45,6 +58,10 @@ class BindingDef:
     routing_key: str
     arguments: JsonDict = field(default_factory=dict)
 
+    def settings(self) -> JsonDict:
+        """Its settings as the management API and definitions files spell them."""
+        return {"routing_key": self.routing_key, "arguments": self.arguments}
+
     @property
     def key(self) -> tuple[str, str, str, str, tuple[tuple[str, str], ...]]:
         """Identity of the binding (bindings have no other settings)."""
@@ -61,6 +78,15 @@ class PolicyDef:
     definition: JsonDict
     apply_to: str = "queues"
     priority: int = 10
+
+    def settings(self) -> JsonDict:
+        """Its settings as the management API and definitions files spell them."""
+        return {
+            "pattern": self.pattern,
+            "definition": self.definition,
+            "apply-to": self.apply_to,
+            "priority": self.priority,
+        }
 
 
 _TABLES = {

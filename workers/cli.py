@@ -7,15 +7,15 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
-from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.loop import stop_on_signals
-from common.startup import start
-from topology.spec import TopologyFileError, TopologySpec, UnknownDownstream, load_spec
+from topology.service import run_service
+from topology.spec import TopologySpec
 from workers.app import build
 from workers.settings import WorkerSettings
 from workers.supervisor import run_processes
@@ -39,21 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the workers; return the exit status."""
     args = build_parser().parse_args(argv)
-    err = Console(stderr=True)
-    if (settings := start(err, WorkerSettings)) is None:
-        return 1
-    try:
-        spec = load_spec(args.file or settings.topology_file)
-        return asyncio.run(_run(args, settings, spec))
-    except TopologyFileError as exc:
-        err.print(exc.render(), markup=False, highlight=False)
-    except UnknownDownstream as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-    except (SQLAlchemyError, OSError) as exc:
-        err.print(f"error: a downstream store failed: {exc}", markup=False, highlight=False)
-    except KeyboardInterrupt:
-        return 130
-    return 1
+    return run_service(
+        WorkerSettings,
+        args.file,
+        partial(_run, args),
+        {(SQLAlchemyError, OSError): "a downstream store failed: "},
+    )
 
 
 async def _run(args: argparse.Namespace, settings: WorkerSettings, spec: TopologySpec) -> int:
