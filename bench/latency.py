@@ -21,6 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from bench.common import fresh_vhost, workers_env
 from topology import names
 from topology.spec import TopologySpec
+from workers.launch import worker_command
 
 _SETTLE_SECONDS = 60.0
 
@@ -60,9 +61,7 @@ async def bus_latency(data: Any, rate: float, seconds: float) -> dict[str, Any]:
     spec = TopologySpec.model_validate(data)
     with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
         env = workers_env(url, data, Path(tmp))
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "workers", "inventory", env=env
-        )
+        worker = await asyncio.create_subprocess_exec(*worker_command("inventory"), env=env)
         try:
             await asyncio.sleep(2.0)  # consumers attached before the clock starts
             sent = await _feed(url, rate, seconds, Path(tmp))

@@ -19,7 +19,6 @@ import contextlib
 import json
 import signal
 import sqlite3
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from common.logs import configure_logging
 from producer.planned import plan_order
 from topology.spec import DEFAULT_TOPOLOGY_FILE, TopologySpec, load_spec
 from workers.app import build
+from workers.launch import worker_command
 from workers.settings import WorkerSettings
 
 
@@ -58,7 +58,7 @@ async def bus_drain_processes(amqp_url: str, data: Any, per_downstream: int) -> 
     with tempfile.TemporaryDirectory() as tmp:
         env = workers_env(amqp_url, data, Path(tmp))
         started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers", "all", env=env)
+        proc = await asyncio.create_subprocess_exec(*worker_command("all"), env=env)
         rates: dict[str, float] = {}
         while len(rates) < len(data["downstreams"]):
             for d in data["downstreams"]:
@@ -114,70 +114,89 @@ async def measure(spec: TopologySpec, orders: int, runner: str) -> dict[str, flo
         return await bus_drain(url, spec, len(events))
 
 
+async def end_to_end(names: list[str], orders: int) -> dict[str, Any]:
+    """Every downstream at 0 ms: the raw consumer, the bus in one process, a process each."""
+    zero = variant(names, handler_time="0ms")
+    raw = min((await measure(zero, orders, "raw")).values())
+    one = min((await measure(zero, orders, "bus")).values())
+    events = events_for(orders)
+    with fresh_vhost(zero) as (url, _):
+        await publish_all(url, events)
+        data = variant_data(names, handler_time="0ms")
+        each = min((await bus_drain_processes(url, data, len(events))).values())
+    return {
+        "events": orders * 3,
+        "downstreams": len(names),
+        "raw_events_per_s": round(raw),
+        "bus_one_process_events_per_s": round(one),
+        "bus_process_per_downstream_events_per_s": round(each),
+        "ratio_one_process": round(one / raw, 3),
+        "ratio_process_per_downstream": round(each / raw, 3),
+    }
+
+
+async def inventory_2ms(orders: int) -> dict[str, Any]:
+    """inventory at its handling time against the ideal, capped by the raw ceiling."""
+    inv = variant(["inventory"])
+    ds = inv.downstreams["inventory"]
+    ceiling = (await measure(inv, orders, "raw"))["inventory"]
+    applied = (await measure(inv, orders, "bus"))["inventory"]
+    ideal = min(ds.shards * ds.concurrency / (ds.handler_time / 1000), ceiling)
+    return {
+        "events": orders * 3,
+        "handler_ms": ds.handler_time,
+        "shards": ds.shards,
+        "concurrency": ds.concurrency,
+        "raw_ceiling_events_per_s": round(ceiling),
+        "ideal_events_per_s": round(ideal),
+        "bus_events_per_s": round(applied),
+        "ratio": round(applied / ideal, 3),
+    }
+
+
+async def warehouse_batches(orders: int) -> dict[str, Any]:
+    """The warehouse's batches against the ideal records/s."""
+    wh = variant(["warehouse"])
+    ds = wh.downstreams["warehouse"]
+    assert ds.batch is not None
+    loaded = (await measure(wh, orders, "bus"))["warehouse"]
+    ideal = ds.batch.size / (ds.handler_time / 1000)
+    return {
+        "events": orders * 3,
+        "batch_size": ds.batch.size,
+        "batch_ms": ds.handler_time,
+        "ideal_records_per_s": round(ideal),
+        "bus_records_per_s": round(loaded),
+        "ratio": round(loaded / ideal, 3),
+    }
+
+
+async def backlog_drain(spec: TopologySpec, backlog: int) -> dict[str, Any]:
+    """A backlog per downstream drained by `workers all` with the file's handling times."""
+    backlog_orders = backlog // 3
+    events = events_for(backlog_orders)
+    with fresh_vhost(spec) as (url, _):
+        await publish_all(url, events)
+        rates = await bus_drain_processes(url, variant_data(list(spec.downstreams)), len(events))
+    return {
+        "events_per_downstream": backlog_orders * 3,
+        "catch_up_events_per_s": {d: round(r) for d, r in rates.items()},
+        "note": "python -m workers all (a process per downstream), the file's handling times",
+    }
+
+
 async def main(orders: int, backlog: int, only: set[str]) -> dict[str, Any]:
     """Run the chosen benchmarks and return the report."""
     spec = load_spec(DEFAULT_TOPOLOGY_FILE)
     report: dict[str, Any] = {"machine": machine()}
-    names = list(spec.downstreams)
     if "e2e" in only:
-        zero = variant(names, handler_time="0ms")
-        raw = min((await measure(zero, orders, "raw")).values())
-        one = min((await measure(zero, orders, "bus")).values())
-        events = events_for(orders)
-        with fresh_vhost(zero) as (url, _):
-            await publish_all(url, events)
-            data = variant_data(names, handler_time="0ms")
-            each = min((await bus_drain_processes(url, data, len(events))).values())
-        report["e2e_0ms"] = {
-            "events": orders * 3,
-            "downstreams": len(names),
-            "raw_events_per_s": round(raw),
-            "bus_one_process_events_per_s": round(one),
-            "bus_process_per_downstream_events_per_s": round(each),
-            "ratio_one_process": round(one / raw, 3),
-            "ratio_process_per_downstream": round(each / raw, 3),
-        }
+        report["e2e_0ms"] = await end_to_end(list(spec.downstreams), orders)
     if "inventory" in only:
-        inv = variant(["inventory"])
-        ds = inv.downstreams["inventory"]
-        ceiling = (await measure(inv, orders, "raw"))["inventory"]
-        applied = (await measure(inv, orders, "bus"))["inventory"]
-        ideal = min(ds.shards * ds.concurrency / (ds.handler_time / 1000), ceiling)
-        report["inventory_2ms"] = {
-            "events": orders * 3,
-            "handler_ms": ds.handler_time,
-            "shards": ds.shards,
-            "concurrency": ds.concurrency,
-            "raw_ceiling_events_per_s": round(ceiling),
-            "ideal_events_per_s": round(ideal),
-            "bus_events_per_s": round(applied),
-            "ratio": round(applied / ideal, 3),
-        }
+        report["inventory_2ms"] = await inventory_2ms(orders)
     if "warehouse" in only:
-        wh = variant(["warehouse"])
-        ds = wh.downstreams["warehouse"]
-        assert ds.batch is not None
-        loaded = (await measure(wh, orders, "bus"))["warehouse"]
-        ideal = ds.batch.size / (ds.handler_time / 1000)
-        report["warehouse_batches"] = {
-            "events": orders * 3,
-            "batch_size": ds.batch.size,
-            "batch_ms": ds.handler_time,
-            "ideal_records_per_s": round(ideal),
-            "bus_records_per_s": round(loaded),
-            "ratio": round(loaded / ideal, 3),
-        }
+        report["warehouse_batches"] = await warehouse_batches(orders)
     if "backlog" in only:
-        backlog_orders = backlog // 3
-        events = events_for(backlog_orders)
-        with fresh_vhost(spec) as (url, _):
-            await publish_all(url, events)
-            rates = await bus_drain_processes(url, variant_data(names), len(events))
-        report["backlog_drain"] = {
-            "events_per_downstream": backlog_orders * 3,
-            "catch_up_events_per_s": {d: round(r) for d, r in rates.items()},
-            "note": "python -m workers all (a process per downstream), the file's handling times",
-        }
+        report["backlog_drain"] = await backlog_drain(spec, backlog)
     return report
 
 
