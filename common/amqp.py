@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 
+if TYPE_CHECKING:
+    from common.frames import Properties
+
 CONNECT_TIMEOUT = 10.0
 
 
+def connection_name(role: str) -> str:
+    """`<role>:<pid>`: what the management UI and operators see of a connection."""
+    return f"{role}:{os.getpid()}"
+
+
 async def connect(amqp_url: str, role: str) -> AbstractConnection:
-    """Open a connection named `<role>:<pid>` (the management UI and operators see the name)."""
+    """Open an aio-pika connection named after its role and process."""
     return await aio_pika.connect(
         amqp_url,
         timeout=CONNECT_TIMEOUT,
-        client_properties={"connection_name": f"{role}:{os.getpid()}"},
+        client_properties={"connection_name": connection_name(role)},
     )
 
 
@@ -29,11 +37,11 @@ async def queue_depth(channel: AbstractChannel, queue: str) -> int:
 
 
 class Received:
-    """A delivered message's fields, read straight from aiormq's frames.
+    """A delivered message's fields: what consumers read, and what a republished copy keeps.
 
-    Consumers that settle on the raw channel use this instead of aio-pika's message object
-    (which costs a second object and a task per delivery). It has what a republished copy
-    keeps (`events.codec.republished`).
+    Made from the frames of the workers' own consumer (`common.consuming`) or of aiormq's
+    (`of_frame`); never an aio-pika message object, which costs a second object and a task
+    per delivery.
     """
 
     __slots__ = (
@@ -49,16 +57,67 @@ class Received:
         "type",
     )
 
-    def __init__(self, raw: DeliveredMessage) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        headers: dict[str, Any] | None,
+        message_id: str | None,
+        type: str | None,
+        content_type: str | None,
+        timestamp: datetime | None,
+        app_id: str | None,
+        delivery_tag: int,
+        redelivered: bool,
+        routing_key: str | None,
+    ) -> None:
+        self.body = body
+        self.headers: dict[str, Any] = headers or {}
+        self.message_id = message_id
+        self.type = type
+        self.content_type = content_type
+        self.timestamp = timestamp
+        self.app_id = app_id
+        self.delivery_tag = delivery_tag
+        self.redelivered = redelivered
+        self.routing_key = routing_key
+
+    @classmethod
+    def of(
+        cls,
+        body: bytes,
+        props: Properties,
+        delivery_tag: int,
+        redelivered: bool,
+        routing_key: str | None,
+    ) -> Self:
+        """From the parsed frames of `common.consuming`."""
+        return cls(
+            body,
+            props.headers,
+            props.message_id,
+            props.type,
+            props.content_type,
+            props.timestamp,
+            props.app_id,
+            delivery_tag,
+            redelivered,
+            routing_key,
+        )
+
+    @classmethod
+    def of_frame(cls, raw: DeliveredMessage) -> Self:
+        """From a message aiormq delivered."""
         props = raw.header.properties
-        self.body: bytes = raw.body
-        self.headers: dict[str, Any] = props.headers or {}
-        self.message_id: str | None = props.message_id
-        self.type: str | None = props.message_type
-        self.content_type: str | None = props.content_type
-        self.timestamp: datetime | None = props.timestamp
-        self.app_id: str | None = props.app_id
         delivery = raw.delivery
-        self.delivery_tag: int = getattr(delivery, "delivery_tag", 0) or 0
-        self.redelivered: bool = bool(getattr(delivery, "redelivered", False))
-        self.routing_key: str | None = raw.routing_key
+        return cls(
+            raw.body,
+            props.headers,
+            props.message_id,
+            props.message_type,
+            props.content_type,
+            props.timestamp,
+            props.app_id,
+            getattr(delivery, "delivery_tag", 0) or 0,
+            bool(getattr(delivery, "redelivered", False)),
+            raw.routing_key,
+        )

@@ -111,7 +111,7 @@ class DeadLetters:
             done = asyncio.get_running_loop().create_future()
 
             async def take(raw: DeliveredMessage) -> None:
-                self.messages.append(DeadMessage(raw))
+                self.messages.append(DeadMessage.of_frame(raw))
                 if len(self.messages) >= depth and not done.done():
                     done.set_result(None)
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
-
-from sqlalchemy.exc import IntegrityError
+from dataclasses import dataclass
 
 from events import AnyEvent
 from workers.handlers import Handler
@@ -17,17 +15,17 @@ class AlreadyApplied(Exception):
     """The inbox already holds this event (another delivery got there first)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    event: AnyEvent
+    event_id: str
+    event: AnyEvent | None  # None: only the order's parking changes
+    order_id: str
     progress: Progress
-    done: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    done: asyncio.Future[None]
 
 
 class Committer:
-    """Collects applications and commits them in batches, one transaction at a time."""
+    """Collects applications (and parkings) and commits them in batches, one at a time."""
 
     def __init__(
         self, store: DownstreamStore, handler: Handler, max_batch: int, linger: float
@@ -40,9 +38,18 @@ class Committer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, event: AnyEvent, progress: Progress) -> None:
+    async def submit(self, event: AnyEvent, event_id: str, progress: Progress) -> None:
         """Commit event with the order's new progress; returns once it is durable."""
-        pending = _Pending(event, progress)
+        await self._enqueue(_Pending(event_id, event, event.order_id, progress, self._future()))
+
+    async def park(self, order_id: str, progress: Progress) -> None:
+        """Persist an order's parked event (its last seq as it is); returns once durable."""
+        await self._enqueue(_Pending("", None, order_id, progress, self._future()))
+
+    def _future(self) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue(self, pending: _Pending) -> None:
         self._queue.append(pending)
         self._wakeup.set()
         if self._task is None or self._task.done():
@@ -67,11 +74,12 @@ class Committer:
                     await asyncio.wait_for(self._full(), self.linger)
             batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             try:
-                await self.handler.before_batch([p.event for p in batch])
+                events = [p.event for p in batch if p.event is not None]
+                await self.handler.before_batch(events)
                 await self._commit(batch)
                 for p in batch:
                     p.done.set_result(None)
-            except IntegrityError:
+            except self.store.IntegrityError:
                 await self._one_by_one(batch)
             except Exception as exc:
                 for p in batch:
@@ -87,17 +95,17 @@ class Committer:
         await self.store.run(self._commit_sync, batch)
 
     def _commit_sync(self, batch: list[_Pending]) -> None:
-        """On the store's thread: effects, inbox rows and progress in one transaction."""
-        with self.store.engine.begin() as conn:
-            self.handler.write(conn, [p.event for p in batch])
-            self.store.record_applied(
-                conn,
-                [
-                    (str(p.event.event_id), p.event.order_id, p.event.seq, p.event.event_type.value)
-                    for p in batch
-                ],
-                {p.event.order_id: p.progress for p in batch},
-            )
+        """On the store's thread: effects, inbox rows, progress and parkings in one transaction."""
+        applied = [p for p in batch if p.event is not None]
+        parked = {p.order_id: p.progress for p in batch if p.event is None}
+        with self.store.transaction() as tx:
+            if applied:
+                self.handler.write(tx, [p.event for p in applied if p.event is not None])
+                self.store.record_applied(
+                    tx, [_inbox_row(p) for p in applied], {p.order_id: p.progress for p in applied}
+                )
+            if parked:
+                self.store.record_parked(tx, parked)
 
     async def _one_by_one(self, batch: list[_Pending]) -> None:
         """A batch hit an event already in the inbox: find it, commit the others."""
@@ -105,7 +113,12 @@ class Committer:
             try:
                 await self._commit([p])
                 p.done.set_result(None)
-            except IntegrityError:
-                p.done.set_exception(AlreadyApplied(str(p.event.event_id)))
+            except self.store.IntegrityError:
+                p.done.set_exception(AlreadyApplied(p.event_id))
             except Exception as exc:
                 p.done.set_exception(exc)
+
+
+def _inbox_row(p: _Pending) -> tuple[str, str, int, str]:
+    assert p.event is not None
+    return p.event_id, p.order_id, p.event.seq, p.event.event_type.value

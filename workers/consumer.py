@@ -1,4 +1,9 @@
-"""One downstream's AMQP session: connect, a channel per shard, consume, wind down, reconnect."""
+"""One downstream's AMQP session: connect, a channel per shard, consume, wind down, reconnect.
+
+Two connections a session: the workers' own consume-only connection (`common.consuming`),
+which hands each delivery to the lanes as it is parsed, and an aio-pika connection for the
+confirmed republishes to retry tiers and the DLQ and for reading queue depths.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,12 @@ from functools import partial
 
 import structlog
 from aio_pika.abc import AbstractConnection
-from aiormq.abc import AbstractChannel as RawChannel
 
 from common.amqp import connect
+from common.consuming import ConsumerChannel, ConsumerConnection, open_consumer
 from common.loop import reconnecting
 from topology import names
-from workers.acks import Acker
+from workers.acks import STRAGGLER_LIMIT, Acker
 from workers.divert import Divert
 from workers.handlers import Handler
 from workers.lanes import Lanes
@@ -63,24 +68,31 @@ class DownstreamWorker:
         await self.runtime.close()
 
     async def _session(self, stop: asyncio.Event, healthy: Callable[[], None]) -> None:
-        connection = await connect(self.amqp_url, f"worker:{self.name}")
-        ended = asyncio.Event()
-        connection.close_callbacks.add(lambda *_: ended.set())
-        consumers: list[tuple[RawChannel, str, Acker]] = []
+        role = f"worker:{self.name}"
+        consumer: ConsumerConnection | None = None
+        publisher: AbstractConnection | None = None
+        shards: list[tuple[ConsumerChannel, str, Acker]] = []
         lanes: Lanes | None = None
+        ended = asyncio.Event()
         try:
+            publisher = await connect(self.amqp_url, role)
+            publisher.close_callbacks.add(lambda *_: ended.set())
             # An unroutable retry or dead letter must fail its publish, never be "confirmed"
             # and then have its original acked (aio-pika's default only logs the return).
-            publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            publisher.close_callbacks.add(lambda *_: ended.set())
-            divert = await Divert.open(publisher, self.name, self.runtime.metrics)
-            lanes = held = Lanes(self.runtime, divert)
+            channel = await publisher.channel(publisher_confirms=True, on_return_raises=True)
+            channel.close_callbacks.add(lambda *_: ended.set())
+            lanes = held = Lanes(
+                self.runtime, await Divert.open(channel, self.name, self.runtime.metrics)
+            )
+            self.runtime.metrics.in_flight.set_function(lambda: held.holding)
+            consumer = await open_consumer(self.amqp_url, role)
+            consumer.closed.add_done_callback(lambda _: ended.set())
             for shard in self.shards:
-                consumers.append(await self._consume(connection, shard, held, ended))
+                shards.append(await self._consume(consumer, shard, held, ended))
             healthy()
             sampler = asyncio.create_task(
                 sample_lag(
-                    publisher,
+                    channel,
                     self.shards,
                     lambda: held.holding,
                     self.runtime.metrics,
@@ -99,36 +111,37 @@ class DownstreamWorker:
             if ended.is_set() and not stop.is_set():
                 raise ConnectionError("broker connection or channel closed")
         finally:
-            await self._wind_down(consumers, lanes)
-            with contextlib.suppress(Exception):
-                await connection.close()
+            await self._wind_down(shards, lanes)
+            for connection in (consumer, publisher):
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
             self.runtime.cache.clear()
 
     async def _consume(
-        self, connection: AbstractConnection, shard: str, lanes: Lanes, ended: asyncio.Event
-    ) -> tuple[RawChannel, str, Acker]:
+        self, consumer: ConsumerConnection, shard: str, lanes: Lanes, ended: asyncio.Event
+    ) -> tuple[ConsumerChannel, str, Acker]:
         """A channel of its own for one shard, with the file's prefetch."""
-        channel = await connection.channel()
-        channel.close_callbacks.add(lambda *_: ended.set())
-        # Consumed at the aiormq level: aio-pika would add a message object and a second
-        # task per delivery, a third of a worker's CPU at full speed.
-        raw = await channel.get_underlay_channel()
-        await raw.basic_qos(prefetch_count=self.spec.prefetch)
-        acker = Acker(raw)
-        ok = await raw.basic_consume(shard, partial(lanes.on_message, shard, acker), no_ack=False)
-        return raw, str(ok.consumer_tag), acker
+        channel = await consumer.channel()
+        channel.closed.add_done_callback(lambda _: ended.set())
+        await channel.qos(self.spec.prefetch)
+        # Completions far past a slow delivery are acked one by one once they would hold half
+        # the prefetch window.
+        acker = Acker(channel, straggler_limit=max(STRAGGLER_LIMIT, self.spec.prefetch // 2))
+        tag = await channel.consume(shard, partial(lanes.on_message, shard, acker))
+        return channel, tag, acker
 
     async def _wind_down(
-        self, consumers: list[tuple[RawChannel, str, Acker]], lanes: Lanes | None
+        self, shards: list[tuple[ConsumerChannel, str, Acker]], lanes: Lanes | None
     ) -> None:
         """Stop receiving, let in-flight lanes finish, settle; the rest goes back to the queue."""
-        for raw, tag, _ in consumers:
+        for channel, tag, _ in shards:
             with contextlib.suppress(Exception):
-                await raw.basic_cancel(tag)
+                await channel.cancel(tag)
         if lanes is not None:
             await lanes.wind_down(DRAIN_SECONDS)
-        for _, _, acker in consumers:
-            await acker.close()
+        for _, _, acker in shards:
+            acker.close()
 
 
 async def _first(*events: asyncio.Event) -> None:

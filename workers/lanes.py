@@ -7,7 +7,6 @@ from collections import deque
 from collections.abc import Awaitable
 
 import structlog
-from aiormq.abc import DeliveredMessage
 
 from common.amqp import Received
 from events import MalformedEvent, decode
@@ -36,13 +35,12 @@ class Lanes:
         self.tasks: set[asyncio.Task[None]] = set()
         self.holding = 0  # deliveries received and not yet settled
 
-    async def on_message(self, shard: str, acker: Acker, raw: DeliveredMessage) -> None:
-        """aiormq's consumer callback: runs in a task of its own per delivery."""
-        message = Received(raw)
+    def on_message(self, shard: str, acker: Acker, message: Received) -> None:
+        """The consumer's callback, called as each delivery arrives: no task unless it
+        starts a lane."""
         self.metrics.consumed.inc()
         if message.redelivered:
             self.metrics.redelivered.inc()
-        self.metrics.in_flight.inc()
         self.holding += 1
         log.debug(
             "worker.received",
@@ -58,8 +56,8 @@ class Lanes:
         try:
             delivery.event = decode(message)
         except MalformedEvent as exc:
-            await self._run(
-                delivery, self.runtime.dead_letter_malformed(delivery, exc, self.divert)
+            self._start(
+                self._run(delivery, self.runtime.dead_letter_malformed(delivery, exc, self.divert))
             )
             return
         order_id = delivery.event.order_id
@@ -67,17 +65,14 @@ class Lanes:
         if lane is not None:
             lane.append(delivery)
             return
-        # The first delivery of an idle order runs its lane in this delivery's own task.
         self.runtime.cache.prefetch(order_id)
         lane = self.lanes[order_id] = deque([delivery])
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-        try:
-            await self._run_lane(order_id, lane)
-        finally:
-            if task is not None:
-                self.tasks.discard(task)
+        self._start(self._run_lane(order_id, lane))
+
+    def _start(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _run_lane(self, order_id: str, lane: deque[Delivery]) -> None:
         try:
@@ -108,7 +103,6 @@ class Lanes:
         self._done(d, hand_back=False)
 
     def _done(self, d: Delivery, hand_back: bool) -> None:
-        self.metrics.in_flight.dec()
         self.holding -= 1
         if self.ack_first:
             return

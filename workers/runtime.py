@@ -39,6 +39,13 @@ class Delivery:
     acker: Acker
     event: AnyEvent | None = None
 
+    @property
+    def event_id(self) -> str:
+        """The event's id as text (decode checked that the message_id carries it)."""
+        if self.message.message_id:
+            return self.message.message_id
+        return str(self.event.event_id) if self.event else ""
+
 
 class Runtime:
     """The guard (duplicate, gap, parked) and the apply step, shared by a worker's sessions."""
@@ -118,11 +125,11 @@ class Runtime:
             await self._divert(d, decision, progress, divert)
             return
         self.metrics.handler_seconds.observe(time.monotonic() - started)
-        event_id = str(event.event_id)
+        event_id = d.event_id
         parked = progress.parked_event_id
         after = Progress(event.seq, None if parked == event_id else parked)
         try:
-            await self.committer.submit(event, after)
+            await self.committer.submit(event, event_id, after)
         except AlreadyApplied:
             # Applied by an earlier delivery this cache did not see land (a lane of a closed
             # session, another process): the store, not the cache, knows the order's progress.
@@ -150,8 +157,8 @@ class Runtime:
         }
         await divert.move(d.message, decision, context)
         if isinstance(decision, DeadLetter) and decision.parks and event and progress:
-            progress.parked_event_id = str(event.event_id)
-            await self.store.set_parked(event.order_id, progress)
+            progress.parked_event_id = d.event_id
+            await self.committer.park(event.order_id, progress)
 
     async def dead_letter_malformed(self, d: Delivery, exc: MalformedEvent, divert: Divert) -> None:
         """A message that is not a valid event goes to the DLQ as malformed."""

@@ -1,18 +1,20 @@
 """A downstream's store: its effect tables, the inbox and the order progress, one database.
 
-Stores use a synchronous engine. SQLite is embedded and a group commit takes about a
-millisecond, far less than handing work to a thread (pysqlite drops the GIL at every
-step and a busy event loop holds it for up to the switch interval): it runs inline.
-A network database (PostgreSQL) runs on one thread of the store's own.
+SQLAlchemy declares the schema and serves operators' queries; the hot path (progress reads,
+the group commit of effects, inbox rows and progress) runs on one DB-API connection of its
+own, with plain SQL (`workers.tx`). SQLite is embedded and a group commit takes about a
+millisecond, far less than handing work to a thread (pysqlite drops the GIL at every step
+and a busy event loop holds it for up to the switch interval): it runs inline. A network
+database (PostgreSQL) runs on one thread of the store's own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,25 +23,31 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     BigInteger,
     Column,
-    Connection,
     Engine,
     Integer,
     MetaData,
     String,
     Table,
-    bindparam,
     create_engine,
     event,
     select,
     text,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 
 from common.sqlite import sqlite_pragmas
+from workers.tx import Tx, insert_sql, upsert_sql
 
 T = TypeVar("T")
+_INSERT_INBOX = insert_sql("inbox", ["event_id", "order_id", "seq", "event_type", "applied_at_us"])
+_UPSERT_PROGRESS = upsert_sql("order_progress", ["order_id"], ["last_seq", "parked_event_id"])
+_PARK = upsert_sql(
+    "order_progress", ["order_id"], ["last_seq", "parked_event_id"], update=["parked_event_id"]
+)
+_LOAD_PROGRESS = (
+    "SELECT order_id, last_seq, parked_event_id FROM order_progress WHERE order_id IN {in}"
+)
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -74,29 +82,6 @@ class Progress:
     parked_event_id: str | None = None
 
 
-def upsert(conn: Connection, table: Table, index: Sequence[str], update: Sequence[str]) -> Any:
-    """An INSERT .. ON CONFLICT DO UPDATE statement for the connection's dialect (built once)."""
-    return _upsert(conn.dialect.name, table, tuple(index), tuple(update))
-
-
-@functools.cache
-def _upsert(
-    dialect_name: str, table: Table, index: tuple[str, ...], update: tuple[str, ...]
-) -> Any:
-    # Statements are built once: constructing one costs more than running it on SQLite.
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(table)
-    return stmt.on_conflict_do_update(
-        index_elements=list(index), set_={c: stmt.excluded[c] for c in update}
-    )
-
-
-def where_in(table: Table, column: str, *columns: str) -> Any:
-    """SELECT columns FROM table WHERE column IN :keys, built once per call site."""
-    cols = [table.c[c] for c in (columns or [c.name for c in table.c])]
-    return select(*cols).where(table.c[column].in_(bindparam("keys", expanding=True)))
-
-
 def make_sync_engine(downstream: str, dsn: str | None, store_dir: Path) -> Engine:
     """PostgreSQL (a schema named after the downstream) when dsn says so, else a SQLite file."""
     if dsn and make_url(dsn).get_backend_name() == "postgresql":
@@ -114,26 +99,46 @@ def make_sync_engine(downstream: str, dsn: str | None, store_dir: Path) -> Engin
 
 
 class DownstreamStore:
-    """One downstream's database, used from one thread."""
+    """One downstream's database; its hot path used from one thread at a time."""
 
-    def __init__(self, engine: Engine, metadata: MetaData) -> None:
+    def __init__(self, engine: Engine, metadata: MetaData, schema: str) -> None:
         self.engine = engine
         self.metadata = metadata
         self.inbox = metadata.tables["inbox"]
         self.progress = metadata.tables["order_progress"]
-        self._load = where_in(self.progress, "order_id", "order_id", "last_seq", "parked_event_id")
-        self._insert_inbox = self.inbox.insert()
-        self.inline = engine.dialect.name == "sqlite"
+        self.dialect = engine.dialect.name
+        self.inline = self.dialect == "sqlite"
+        dbapi: Any = engine.dialect.dbapi
+        self.IntegrityError: type[Exception] = dbapi.IntegrityError
+        self.schema = schema
+        self._pooled: Any = None
+        self._db: Any = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    def _connect(self) -> None:
+        """Take the hot path's own connection (on the thread that will use it)."""
+        self._pooled = self.engine.raw_connection()
+        self._db = self._pooled.driver_connection
+        # Transactions are begun and ended by hand (`transaction`), never implicitly.
+        if self.dialect == "sqlite":
+            self._db.isolation_level = None
+        else:
+            self._db.autocommit = True
+            self._db.execute(f'SET search_path TO "{self.schema}"')
 
     @classmethod
     async def open(
         cls, downstream: str, metadata: MetaData, dsn: str | None, store_dir: Path
     ) -> DownstreamStore:
         """Open (and create) the store."""
-        engine = await asyncio.to_thread(make_sync_engine, downstream, dsn, store_dir)
-        store = cls(engine, metadata)
-        await store.run(metadata.create_all, engine)
+
+        def created() -> Engine:
+            engine = make_sync_engine(downstream, dsn, store_dir)
+            metadata.create_all(engine)
+            return engine
+
+        store = cls(await asyncio.to_thread(created), metadata, downstream)
+        await store.run(store._connect)
         return store
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -144,57 +149,54 @@ class DownstreamStore:
 
     async def close(self) -> None:
         """Release the connections and the thread."""
+        if self._pooled is not None:
+            await self.run(self._pooled.close)
         await self.run(self.engine.dispose)
         self._thread.shutdown(wait=True)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """One transaction on the hot-path connection: committed, or rolled back on error."""
+        cursor = self._db.cursor()
+        cursor.execute("BEGIN")
+        try:
+            yield Tx(cursor, self.dialect)
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        else:
+            cursor.execute("COMMIT")
+        finally:
+            cursor.close()
 
     async def load_progress(self, order_ids: Iterable[str]) -> dict[str, Progress]:
         """Progress of each order (orders never seen are absent)."""
         return await self.run(self._load_progress, list(order_ids))
 
     def _load_progress(self, ids: list[str]) -> dict[str, Progress]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(self._load, {"keys": ids})
-            return {r.order_id: Progress(r.last_seq, r.parked_event_id) for r in rows}
+        cursor = self._db.cursor()
+        try:
+            rows = Tx(cursor, self.dialect).select_in(_LOAD_PROGRESS, ids)
+        finally:
+            cursor.close()
+        return {order_id: Progress(seq, parked) for order_id, seq, parked in rows}
 
     def record_applied(
-        self,
-        conn: Connection,
-        applied: Sequence[tuple[str, str, int, str]],
-        progress: dict[str, Progress],
+        self, tx: Tx, applied: Sequence[tuple[str, str, int, str]], progress: dict[str, Progress]
     ) -> None:
         """Write inbox rows (event_id, order_id, seq, type) in order, and the orders' progress."""
         base = time.time_ns() // 1000
-        conn.execute(
-            self._insert_inbox,
-            [
-                {"event_id": e, "order_id": o, "seq": s, "event_type": t, "applied_at_us": base + i}
-                for i, (e, o, s, t) in enumerate(applied)
-            ],
-        )
-        conn.execute(
-            upsert(conn, self.progress, ["order_id"], ["last_seq", "parked_event_id"]),
-            [
-                {"order_id": o, "last_seq": p.last_seq, "parked_event_id": p.parked_event_id}
-                for o, p in progress.items()
-            ],
+        tx.executemany(_INSERT_INBOX, [(*row, base + i) for i, row in enumerate(applied)])
+        tx.executemany(
+            _UPSERT_PROGRESS, [(o, p.last_seq, p.parked_event_id) for o, p in progress.items()]
         )
 
-    async def set_parked(self, order_id: str, progress: Progress) -> None:
-        """Persist an order's parked event (or its unparking)."""
-        row = {
-            "order_id": order_id,
-            "last_seq": progress.last_seq,
-            "parked_event_id": progress.parked_event_id,
-        }
-
-        def write() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(upsert(conn, self.progress, ["order_id"], ["parked_event_id"]), [row])
-
-        await self.run(write)
+    def record_parked(self, tx: Tx, parked: dict[str, Progress]) -> None:
+        """Persist orders' parked events (their last applied seq kept as it is)."""
+        tx.executemany(_PARK, [(o, p.last_seq, p.parked_event_id) for o, p in parked.items()])
 
     async def query(self, statement: Executable) -> list[Any]:
-        """Run a read statement on the store's thread; all rows."""
+        """Run a read statement (SQLAlchemy) on the store's thread; all rows."""
 
         def read() -> list[Any]:
             with self.engine.connect() as conn:

@@ -206,7 +206,7 @@ async def _chaos(fleet: Fleet, vhost: Vhost, outages: Path, rng: random.Random) 
             switch = outages / victim
             switch.touch()
             fleet.faults.append(f"{OUTAGE_SECONDS}s handler outage of {victim}")
-            asyncio.get_running_loop().call_later(OUTAGE_SECONDS, switch.unlink)
+            asyncio.get_running_loop().call_later(OUTAGE_SECONDS, switch.unlink, True)
         else:
             took = await _restart_broker_app(vhost)
             fleet.faults.append(f"broker stop_app/start_app ({took:.1f}s)")

@@ -7,13 +7,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sqlalchemy import Connection, MetaData
+from sqlalchemy import MetaData
 
 from events import AnyEvent, OrderCreatedEvent
 from events.simulation import behaviour_of
 from topology.spec import DownstreamSpec
 from workers.errors import NonRetryableError, TransientError
 from workers.store import inbox_table, progress_table
+from workers.tx import Tx
 
 # A test or chaos hook: called before the handler with (event, attempts so far); may raise.
 FaultHook = Callable[[AnyEvent, int], None]
@@ -82,5 +83,5 @@ class Handler:
         if self.batch_time:
             await asyncio.sleep(self.batch_time)
 
-    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+    def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
         """Apply a batch's effects inside the store transaction."""

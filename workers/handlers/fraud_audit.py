@@ -6,13 +6,16 @@ import time
 from collections.abc import Sequence
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent, PaymentMethod
 from workers.handlers.base import Handler
+from workers.tx import Tx, insert_sql
 
 LARGE_ORDER = Decimal("1000.00")
 GIFT_CARD_LIMIT = Decimal("500.00")
+_AUDIT = insert_sql("audit", ["event_id", "order_id", "seq", "event_type", "recorded_at_ms"])
+_FLAG = insert_sql("flags", ["order_id", "rule"])
 
 
 def flag_of(event: AnyEvent) -> str | None:
@@ -51,22 +54,11 @@ class FraudAuditHandler(Handler):
             Column("rule", String(64), primary_key=True),
         )
 
-    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+    def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
         """Audit every event; flag what trips a rule."""
         now = int(time.time() * 1000)
-        conn.execute(
-            self.audit.insert(),
-            [
-                {
-                    "event_id": str(e.event_id),
-                    "order_id": e.order_id,
-                    "seq": e.seq,
-                    "event_type": e.event_type.value,
-                    "recorded_at_ms": now,
-                }
-                for e in events
-            ],
+        tx.executemany(
+            _AUDIT,
+            [(str(e.event_id), e.order_id, e.seq, e.event_type.value, now) for e in events],
         )
-        flags = [{"order_id": e.order_id, "rule": r} for e in events if (r := flag_of(e))]
-        if flags:
-            conn.execute(self.flags.insert(), flags)
+        tx.executemany(_FLAG, [(e.order_id, r) for e in events if (r := flag_of(e))])

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import Column, Connection, Integer, MetaData, String, Table
+from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
 from workers.handlers.base import Handler
-from workers.store import upsert, where_in
+from workers.tx import Tx, upsert_sql
 
 SEED_STOCK = 10_000
+_CURRENT = "SELECT sku, on_hand, reserved, backordered FROM stock WHERE sku IN {in}"
+_UPSERT = upsert_sql("stock", ["sku"], ["on_hand", "reserved", "backordered"])
 
 
 class InventoryHandler(Handler):
@@ -29,9 +31,8 @@ class InventoryHandler(Handler):
             Column("reserved", Integer, nullable=False),
             Column("backordered", Integer, nullable=False),
         )
-        self._current = where_in(self.stock, "sku")
 
-    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+    def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
         """Decrement stock for every item of every created order in the batch."""
         wanted: dict[str, int] = defaultdict(int)
         for event in events:
@@ -40,20 +41,10 @@ class InventoryHandler(Handler):
                     wanted[item.sku] += item.qty
         if not wanted:
             return
-        s = self.stock
-        rows = conn.execute(self._current, {"keys": list(wanted)})
-        current = {r.sku: r for r in rows}
-        values = []
+        current = {row[0]: row[1:] for row in tx.select_in(_CURRENT, list(wanted))}
+        rows = []
         for sku, qty in wanted.items():
-            row = current.get(sku)
-            on_hand = row.on_hand if row else SEED_STOCK
+            on_hand, reserved, backordered = current.get(sku, (SEED_STOCK, 0, 0))
             taken = min(on_hand, qty)
-            values.append(
-                {
-                    "sku": sku,
-                    "on_hand": on_hand - taken,
-                    "reserved": (row.reserved if row else 0) + qty,
-                    "backordered": (row.backordered if row else 0) + qty - taken,
-                }
-            )
-        conn.execute(upsert(conn, s, ["sku"], ["on_hand", "reserved", "backordered"]), values)
+            rows.append((sku, on_hand - taken, reserved + qty, backordered + qty - taken))
+        tx.executemany(_UPSERT, rows)

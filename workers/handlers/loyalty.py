@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, Column, Connection, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent
 from workers.handlers.base import Handler
-from workers.store import upsert, where_in
+from workers.tx import Tx, insert_sql, upsert_sql
+
+_REMEMBER = insert_sql("order_customer", ["order_id", "customer_id"])
+_OWNERS = "SELECT order_id, customer_id FROM order_customer WHERE order_id IN {in}"
+_BALANCES = "SELECT customer_id, points FROM points WHERE customer_id IN {in}"
+_CREDIT = upsert_sql("points", ["customer_id"], ["points"])
 
 
 class LoyaltyHandler(Handler):
@@ -31,26 +36,23 @@ class LoyaltyHandler(Handler):
             Column("customer_id", String(200), primary_key=True),
             Column("points", BigInteger, nullable=False),
         )
-        self._owners = where_in(self.order_customer, "order_id", "order_id", "customer_id")
-        self._balances = where_in(self.points, "customer_id", "customer_id", "points")
 
-    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+    def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
         """Record customers of created orders; credit paid amounts."""
-        created = [e for e in events if isinstance(e, OrderCreatedEvent)]
-        if created:
-            conn.execute(
-                self.order_customer.insert(),
-                [{"order_id": e.order_id, "customer_id": e.payload.customer_id} for e in created],
-            )
+        tx.executemany(
+            _REMEMBER,
+            [
+                (e.order_id, e.payload.customer_id)
+                for e in events
+                if isinstance(e, OrderCreatedEvent)
+            ],
+        )
         paid = [e for e in events if isinstance(e, OrderPaidEvent)]
         if not paid:
             return
-        owners = dict(conn.execute(self._owners, {"keys": [e.order_id for e in paid]}).all())
+        owners: dict[str, str] = dict(tx.select_in(_OWNERS, [e.order_id for e in paid]))
         credit: dict[str, int] = defaultdict(int)
         for e in paid:
             credit[owners[e.order_id]] += int(e.payload.amount)
-        balances = dict(conn.execute(self._balances, {"keys": list(credit)}).all())
-        conn.execute(
-            upsert(conn, self.points, ["customer_id"], ["points"]),
-            [{"customer_id": c, "points": balances.get(c, 0) + p} for c, p in credit.items()],
-        )
+        balances: dict[str, int] = dict(tx.select_in(_BALANCES, list(credit)))
+        tx.executemany(_CREDIT, [(c, balances.get(c, 0) + p) for c, p in credit.items()])

@@ -6,21 +6,14 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import combinations
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    MetaData,
-    String,
-    Table,
-    bindparam,
-    select,
-    tuple_,
-)
+from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
 from workers.handlers.base import Handler
-from workers.store import upsert
+from workers.tx import Tx, upsert_sql
+
+_CURRENT = "SELECT sku_a, sku_b, count FROM copurchase WHERE (sku_a, sku_b) IN {in}"
+_COUNT = upsert_sql("copurchase", ["sku_a", "sku_b"], ["count"])
 
 
 class RecommendationsHandler(Handler):
@@ -37,12 +30,8 @@ class RecommendationsHandler(Handler):
             Column("sku_b", String(200), primary_key=True),
             Column("count", BigInteger, nullable=False),
         )
-        pairs = self.pairs
-        self._current = select(pairs.c.sku_a, pairs.c.sku_b, pairs.c.count).where(
-            tuple_(pairs.c.sku_a, pairs.c.sku_b).in_(bindparam("keys", expanding=True))
-        )
 
-    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+    def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
         """Add one to every pair of distinct SKUs bought together."""
         seen: Counter[tuple[str, str]] = Counter()
         for e in events:
@@ -51,13 +40,5 @@ class RecommendationsHandler(Handler):
                 seen.update(combinations(skus, 2))
         if not seen:
             return
-        p = self.pairs
-        rows = conn.execute(self._current, {"keys": list(seen)})
-        current = {(a, b): int(n) for a, b, n in rows}
-        conn.execute(
-            upsert(conn, p, ["sku_a", "sku_b"], ["count"]),
-            [
-                {"sku_a": a, "sku_b": b, "count": current.get((a, b), 0) + n}
-                for (a, b), n in seen.items()
-            ],
-        )
+        current = {(a, b): int(n) for a, b, n in tx.select_in(_CURRENT, list(seen), width=2)}
+        tx.executemany(_COUNT, [(a, b, current.get((a, b), 0) + n) for (a, b), n in seen.items()])

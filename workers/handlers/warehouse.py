@@ -5,10 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 
 from events import AnyEvent
 from workers.handlers.base import Handler
+from workers.tx import Tx, insert_sql
+
+_FACT = insert_sql(
+    "facts",
+    ["event_id", "order_id", "seq", "event_type", "occurred_at_ms", "payload", "loaded_at_ms"],
+)
 
 
 class WarehouseHandler(Handler):
@@ -30,21 +36,21 @@ class WarehouseHandler(Handler):
             Column("loaded_at_ms", BigInteger, nullable=False),
         )
 
-    def write(self, conn: Connection, events: Sequence[AnyEvent]) -> None:
+    def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
         """One fact row per event."""
         loaded = int(time.time() * 1000)
-        conn.execute(
-            self.facts.insert(),
+        tx.executemany(
+            _FACT,
             [
-                {
-                    "event_id": str(e.event_id),
-                    "order_id": e.order_id,
-                    "seq": e.seq,
-                    "event_type": e.event_type.value,
-                    "occurred_at_ms": int(e.occurred_at.timestamp() * 1000),
-                    "payload": e.payload.model_dump_json(),
-                    "loaded_at_ms": loaded,
-                }
+                (
+                    str(e.event_id),
+                    e.order_id,
+                    e.seq,
+                    e.event_type.value,
+                    int(e.occurred_at.timestamp() * 1000),
+                    e.payload.model_dump_json(),
+                    loaded,
+                )
                 for e in events
             ],
         )

@@ -1,104 +1,117 @@
-"""The ack tracker's bookkeeping: one multiple ack over the completed prefix, stragglers singly."""
+"""The ack tracker's bookkeeping: one multiple ack over the completed prefix, stragglers singly,
+hand-backs nacked at once and never covered by a later multiple ack."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
-from tests.support.polling import eventually
-from workers import acks
 from workers.acks import Acker
+
+LIMIT = 8
 
 
 @dataclass
 class Recorder:
-    """Records the ack frames an Acker sends (bookkeeping only, no broker semantics)."""
+    """Records the frames an Acker sends (bookkeeping only, no broker semantics)."""
 
     frames: list[tuple[str, int, bool]] = field(default_factory=list)
+    closed: bool = False
 
-    async def basic_ack(self, tag: int, multiple: bool = False) -> None:
+    def ack(self, tag: int, multiple: bool = False) -> None:
+        if self.closed:
+            raise ConnectionError("channel closed")
         self.frames.append(("ack", tag, multiple))
 
-    async def basic_nack(self, tag: int, requeue: bool = True) -> None:
+    def nack(self, tag: int, requeue: bool = True) -> None:
+        if self.closed:
+            raise ConnectionError("channel closed")
         self.frames.append(("nack", tag, requeue))
+
+
+def _acker(rec: Recorder) -> Acker:
+    return Acker(rec, every=10_000, straggler_limit=LIMIT)
 
 
 async def test_contiguous_completions_are_one_multiple_ack() -> None:
     rec = Recorder()
-    acker = Acker(rec, every=1000)  # type: ignore[arg-type]
+    acker = _acker(rec)
     for tag in (3, 1, 2, 5):
         acker.complete(tag)
-    await acker.flush()
+    acker.flush()
     assert rec.frames == [("ack", 3, True)]
     acker.complete(4)
-    await acker.flush()
+    acker.flush()
     assert rec.frames[-1] == ("ack", 5, True)
     assert acker.low == 6 and not acker.done
 
 
+async def test_every_nth_completion_flushes_without_waiting_for_the_timer() -> None:
+    rec = Recorder()
+    acker = Acker(rec, every=3, straggler_limit=LIMIT)
+    for tag in (1, 2, 3):
+        acker.complete(tag)
+    assert rec.frames == [("ack", 3, True)]
+
+
 async def test_stragglers_are_acked_singly_and_skipped_later() -> None:
     rec = Recorder()
-    acker = Acker(rec, every=10_000)  # type: ignore[arg-type]
-    late = range(2, 2 + acks.STRAGGLER_LIMIT)
+    acker = _acker(rec)
+    late = range(2, 2 + LIMIT)
     for tag in late:
         acker.complete(tag)
-    await acker.flush()
+    acker.flush()
     assert [f for f in rec.frames if f[2]] == []  # tag 1 still open: no multiple ack
     assert [f[1] for f in rec.frames] == list(late)
     rec.frames.clear()
     acker.complete(1)
-    await acker.flush()
+    acker.flush()
     # Tag 1 alone needs acking; everything after it already was.
     assert rec.frames == [("ack", 1, True)]
-    assert acker.low == 2 + acks.STRAGGLER_LIMIT
+    assert acker.low == 2 + LIMIT
 
 
-async def test_hand_back_requeues_and_the_prefix_moves_past_it() -> None:
+async def test_fewer_stragglers_than_the_limit_wait_for_the_prefix() -> None:
     rec = Recorder()
-    acker = Acker(rec, every=10_000)  # type: ignore[arg-type]
+    acker = _acker(rec)
+    for tag in range(2, 1 + LIMIT):
+        acker.complete(tag)
+    acker.flush()
+    assert rec.frames == []
+
+
+async def test_hand_back_requeues_at_once_and_the_prefix_moves_past_it() -> None:
+    rec = Recorder()
+    acker = _acker(rec)
     acker.complete(1)
     acker.hand_back(2)
+    assert rec.frames == [("nack", 2, True)]  # before any ack could cover it
     acker.complete(3)
-    await acker.flush()
-    assert ("nack", 2, True) in rec.frames
-    assert ("ack", 3, True) in rec.frames
+    acker.flush()
+    assert rec.frames[1:] == [("ack", 3, True)]
     assert acker.low == 4
 
 
-@dataclass
-class SlowRecorder(Recorder):
-    """Each frame yields to the loop, where `during` may hand another delivery back."""
+async def test_a_hand_back_is_never_covered_by_a_multiple_ack() -> None:
+    rec = Recorder()
+    acker = _acker(rec)
+    for tag in (1, 3, 5):
+        acker.complete(tag)
+    acker.hand_back(4)
+    acker.hand_back(2)
+    acker.flush()
+    nacks = {tag: i for i, (kind, tag, _) in enumerate(rec.frames) if kind == "nack"}
+    covering = [
+        (i, tag) for i, (kind, tag, multiple) in enumerate(rec.frames) if kind == "ack" and multiple
+    ]
+    assert covering == [(2, 5)] and set(nacks) == {2, 4}
+    assert all(nacks[t] < i for i, top in covering for t in nacks if t <= top)
+    assert acker.low == 6
 
-    during: list[object] = field(default_factory=list)
 
-    async def basic_nack(self, tag: int, requeue: bool = True) -> None:
-        await super().basic_nack(tag, requeue)
-        for act in self.during:
-            act()  # type: ignore[operator]
-        self.during.clear()
-        await asyncio.sleep(0)
-
-
-async def test_a_delivery_handed_back_during_a_flush_is_requeued_never_acked() -> None:
-    rec = SlowRecorder()
-    acker = Acker(rec, every=10_000, interval=0.001)  # type: ignore[arg-type]
+async def test_a_closed_channel_stops_settling_without_raising() -> None:
+    rec = Recorder(closed=True)
+    acker = _acker(rec)
     acker.complete(1)
     acker.hand_back(2)
-    acker.complete(3)
-    # While the nack of 2 is on its way, 4 is handed back and 5 completes.
-    rec.during = [lambda: acker.hand_back(4), lambda: acker.complete(5)]
-    await acker.flush()
-    await eventually(
-        lambda: ("nack", 4, True) in rec.frames and acker.low == 6,
-        within=2,
-        every=0.002,
-        what="the follow-up flush",
-    )
-    nack4 = rec.frames.index(("nack", 4, True))
-    covering = [
-        i
-        for i, (kind, tag, multiple) in enumerate(rec.frames)
-        if kind == "ack" and (tag == 4 or (multiple and tag >= 4))
-    ]
-    assert all(i > nack4 for i in covering), rec.frames  # 4 is settled by its nack only
-    assert ("ack", 5, True) in rec.frames and acker.low == 6 and not acker.requeue
+    acker.flush()
+    assert acker.gone and rec.frames == []
