@@ -251,9 +251,8 @@ class ConsumerConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the protocol header; the broker starts the handshake."""
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.write(frame.marshal(ProtocolHeader(), 0))
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self._transport.write(frame.marshal(ProtocolHeader(), 0))
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Everything on this connection is over."""

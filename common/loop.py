@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import os
 import signal
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import structlog
 
 from common.backoff import backoff_delay
 
 log = structlog.get_logger("common.loop")
+T = TypeVar("T")
+# uvloop runs the event loop (and the workers' own consumer protocol) faster where it is
+# installed (`pip install '.[fast]'`); BUS_EVENT_LOOP=asyncio keeps the standard loop.
+EVENT_LOOP_ENV = "BUS_EVENT_LOOP"
+
+
+def event_loop_name() -> str:
+    """The loop `run` uses: 'uvloop' when installed and not switched off, else 'asyncio'."""
+    wanted = os.environ.get(EVENT_LOOP_ENV, "uvloop")
+    if wanted == "uvloop" and importlib.util.find_spec("uvloop") is not None:
+        return "uvloop"
+    return "asyncio"
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, on uvloop when `event_loop_name()` says so."""
+    if event_loop_name() == "uvloop":
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
 
 # A session is given `healthy`, to call once it is established (the backoff starts afresh).
 Session = Callable[[Callable[[], None]], Awaitable[None]]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from common.loop import run
 from common.settings import S
 from common.startup import start
 from topology.spec import TopologyFileError, TopologySpec, UnknownDownstream, load_spec
@@ -32,7 +32,7 @@ def run_service(
         return 1
     try:
         spec = load_spec(file or settings.topology_file)
-        return asyncio.run(runner(settings, spec))
+        return run(runner(settings, spec))
     except TopologyFileError as exc:
         err.print(exc.render(), markup=False, highlight=False)
     except UnknownDownstream as exc:

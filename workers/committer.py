@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from events import AnyEvent
 from workers.handlers import Handler
@@ -21,7 +22,16 @@ class _Pending:
     event: AnyEvent | None  # None: only the order's parking changes
     order_id: str
     progress: Progress
-    done: asyncio.Future[None]
+
+
+@dataclass
+class _Batch:
+    """Entries committed together; everyone waiting on it learns which were already applied."""
+
+    entries: list[_Pending] = field(default_factory=list)
+    done: asyncio.Future[set[str]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class Committer:
@@ -34,27 +44,29 @@ class Committer:
         self.handler = handler
         self.max_batch = max_batch
         self.linger = linger
-        self._queue: list[_Pending] = []
-        self._wakeup = asyncio.Event()
+        self._batches: deque[_Batch] = deque()
+        self._filled = asyncio.Event()  # the oldest batch is full
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, event: AnyEvent, event_id: str, progress: Progress) -> None:
         """Commit event with the order's new progress; returns once it is durable."""
-        await self._enqueue(_Pending(event_id, event, event.order_id, progress, self._future()))
+        await self._join(_Pending(event_id, event, event.order_id, progress))
 
     async def park(self, order_id: str, progress: Progress) -> None:
         """Persist an order's parked event (its last seq as it is); returns once durable."""
-        await self._enqueue(_Pending("", None, order_id, progress, self._future()))
+        await self._join(_Pending("", None, order_id, progress))
 
-    def _future(self) -> asyncio.Future[None]:
-        return asyncio.get_running_loop().create_future()
-
-    async def _enqueue(self, pending: _Pending) -> None:
-        self._queue.append(pending)
-        self._wakeup.set()
+    async def _join(self, pending: _Pending) -> None:
+        if not self._batches or len(self._batches[-1].entries) >= self.max_batch:
+            self._batches.append(_Batch())
+        batch = self._batches[-1]
+        batch.entries.append(pending)
+        if len(self._batches[0].entries) >= self.max_batch:
+            self._filled.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        await pending.done
+        if pending.event_id in await batch.done:
+            raise AlreadyApplied(pending.event_id)
 
     async def close(self) -> None:
         """Stop the commit loop (submitters still waiting get an error)."""
@@ -62,42 +74,41 @@ class Committer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for pending in self._queue:
-            if not pending.done.done():
-                pending.done.set_exception(RuntimeError("committer closed"))
-        self._queue.clear()
+        for batch in self._batches:
+            if not batch.done.done():
+                batch.done.set_exception(RuntimeError("committer closed"))
+        self._batches.clear()
 
     async def _run(self) -> None:
-        while self._queue:
-            if self.linger and len(self._queue) < self.max_batch:
+        while self._batches:
+            if self.linger and len(self._batches[0].entries) < self.max_batch:
+                self._filled.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full(), self.linger)
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                    await asyncio.wait_for(self._filled.wait(), self.linger)
+            batch = self._batches.popleft()
             try:
-                events = [p.event for p in batch if p.event is not None]
+                events = [p.event for p in batch.entries if p.event is not None]
                 await self.handler.before_batch(events)
-                await self._commit(batch)
-                for p in batch:
-                    p.done.set_result(None)
+                await self._commit(batch.entries)
+                batch.done.set_result(set())
             except self.store.IntegrityError:
-                await self._one_by_one(batch)
+                await self._settle_one_by_one(batch)
             except Exception as exc:
-                for p in batch:
-                    if not p.done.done():
-                        p.done.set_exception(exc)
+                batch.done.set_exception(exc)
 
-    async def _full(self) -> None:
-        while len(self._queue) < self.max_batch:
-            self._wakeup.clear()
-            await self._wakeup.wait()
+    async def _settle_one_by_one(self, batch: _Batch) -> None:
+        try:
+            batch.done.set_result(await self._one_by_one(batch.entries))
+        except Exception as exc:
+            batch.done.set_exception(exc)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
-        await self.store.run(self._commit_sync, batch)
+    async def _commit(self, entries: list[_Pending]) -> None:
+        await self.store.run(self._commit_sync, entries)
 
-    def _commit_sync(self, batch: list[_Pending]) -> None:
+    def _commit_sync(self, entries: list[_Pending]) -> None:
         """On the store's thread: effects, inbox rows, progress and parkings in one transaction."""
-        applied = [p for p in batch if p.event is not None]
-        parked = {p.order_id: p.progress for p in batch if p.event is None}
+        applied = [p for p in entries if p.event is not None]
+        parked = {p.order_id: p.progress for p in entries if p.event is None}
         with self.store.transaction() as tx:
             if applied:
                 self.handler.write(tx, [p.event for p in applied if p.event is not None])
@@ -107,16 +118,15 @@ class Committer:
             if parked:
                 self.store.record_parked(tx, parked)
 
-    async def _one_by_one(self, batch: list[_Pending]) -> None:
-        """A batch hit an event already in the inbox: find it, commit the others."""
-        for p in batch:
+    async def _one_by_one(self, entries: list[_Pending]) -> set[str]:
+        """A batch hit an event already in the inbox: commit the others; return those it holds."""
+        already: set[str] = set()
+        for p in entries:
             try:
                 await self._commit([p])
-                p.done.set_result(None)
             except self.store.IntegrityError:
-                p.done.set_exception(AlreadyApplied(p.event_id))
-            except Exception as exc:
-                p.done.set_exception(exc)
+                already.add(p.event_id)
+        return already
 
 
 def _inbox_row(p: _Pending) -> tuple[str, str, int, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable
 
@@ -34,6 +35,7 @@ class Lanes:
         self.lanes: dict[str, deque[Delivery]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.holding = 0  # deliveries received and not yet settled
+        self.debug = log.bind().is_enabled_for(logging.DEBUG)  # checked before building a line
 
     def on_message(self, shard: str, acker: Acker, message: Received) -> None:
         """The consumer's callback, called as each delivery arrives: no task unless it
@@ -42,14 +44,15 @@ class Lanes:
         if message.redelivered:
             self.metrics.redelivered.inc()
         self.holding += 1
-        log.debug(
-            "worker.received",
-            downstream=self.runtime.name,
-            shard=shard,
-            event_id=message.message_id,
-            tag=message.delivery_tag,
-            redelivered=message.redelivered,
-        )
+        if self.debug:
+            log.debug(
+                "worker.received",
+                downstream=self.runtime.name,
+                shard=shard,
+                event_id=message.message_id,
+                tag=message.delivery_tag,
+                redelivered=message.redelivered,
+            )
         delivery = Delivery(message, shard, acker)
         if self.ack_first:
             acker.complete(message.delivery_tag)

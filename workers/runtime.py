@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +73,7 @@ class Runtime:
         )
         self.cache = ProgressCache(store)
         self.slots = asyncio.Semaphore(spec.concurrency)  # orders handled at once
+        self.debug = log.bind().is_enabled_for(logging.DEBUG)  # checked before building a line
 
     async def close(self) -> None:
         """Stop the commit loop."""
@@ -90,13 +92,14 @@ class Runtime:
         progress = await self.cache.get(event.order_id)
         if event.seq <= progress.last_seq:
             self.metrics.duplicates.inc()
-            log.debug(
-                "worker.duplicate",
-                downstream=self.name,
-                event_id=d.message.message_id,
-                seq=event.seq,
-                last_seq=progress.last_seq,
-            )
+            if self.debug:
+                log.debug(
+                    "worker.duplicate",
+                    downstream=self.name,
+                    event_id=d.message.message_id,
+                    seq=event.seq,
+                    last_seq=progress.last_seq,
+                )
         elif event.seq > progress.last_seq + 1:
             await self._gap(d, event, progress, divert)
         else:
@@ -139,7 +142,8 @@ class Runtime:
             return
         progress.last_seq, progress.parked_event_id = after.last_seq, after.parked_event_id
         self.metrics.applied.inc()
-        log.debug("worker.applied", downstream=self.name, event_id=event_id, seq=event.seq)
+        if self.debug:
+            log.debug("worker.applied", downstream=self.name, event_id=event_id, seq=event.seq)
         self.metrics.end_to_end_seconds.observe(
             (datetime.now(UTC) - event.occurred_at).total_seconds()
         )
