@@ -85,6 +85,10 @@ class Committer:
                 self._filled.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._filled.wait(), self.linger)
+            else:
+                # No linger: what the lanes submit in this pass of the loop joins the batch;
+                # under load the next batch gathers while this one commits.
+                await asyncio.sleep(0)
             batch = self._batches.popleft()
             try:
                 events = [p.event for p in batch.entries if p.event is not None]

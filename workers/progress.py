@@ -12,7 +12,7 @@ class ProgressCache:
     """order_id -> Progress; misses arriving together are loaded with one query."""
 
     def __init__(
-        self, store: DownstreamStore, max_entries: int = 200_000, gather: float = 0.005
+        self, store: DownstreamStore, max_entries: int = 200_000, gather: float = 0.0
     ) -> None:
         self.store = store
         self.max_entries = max_entries
@@ -37,7 +37,7 @@ class ProgressCache:
         return await asyncio.shield(self._waiting[order_id])
 
     async def _load(self) -> None:
-        await asyncio.sleep(self.gather)  # let the misses of the next moments gather
+        await asyncio.sleep(self.gather)  # the misses of this pass of the loop (or longer)
         while self._waiting:
             batch, self._waiting = self._waiting, {}
             generation = self._generation

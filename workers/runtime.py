@@ -25,10 +25,11 @@ from workers.progress import ProgressCache
 from workers.store import DownstreamStore, Progress
 
 log = structlog.get_logger("workers")
-# Group commit for downstreams without a batch setting: up to this many events, waiting at
-# most this long for them (a commit costs about as much for 1 event as for 100).
+# Group commit for downstreams without a batch setting: up to this many events, without
+# waiting for more (what arrives while one commit runs forms the next: batches grow with the
+# load, and an idle worker commits at once).
 DEFAULT_COMMIT_BATCH = 500
-DEFAULT_COMMIT_LINGER = 0.01
+DEFAULT_COMMIT_LINGER = 0.0
 
 
 @dataclass(slots=True)
