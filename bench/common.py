@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import yaml
 
 from common.settings import Settings, with_vhost
+from events import AnyEvent, encode
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
 from topology.management import ManagementClient
@@ -57,3 +60,27 @@ def workers_env(amqp_url: str, data: Any, tmp: Path) -> dict[str, str]:
     topology = tmp / "orders.yaml"
     topology.write_text(yaml.safe_dump(data))
     return worker_env(amqp_url, topology, tmp)
+
+
+async def publish_all(amqp_url: str, events: Iterable[AnyEvent], window: int = 512) -> int:
+    """Publish events to `orders` with a confirm window; return how many."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange("orders", ensure=False)
+        slots = asyncio.Semaphore(window)
+        pending: set[asyncio.Future[Any]] = set()
+
+        def settled(fut: asyncio.Future[Any]) -> None:
+            slots.release()
+            pending.discard(fut)
+
+        count = 0
+        for event in events:
+            await slots.acquire()
+            fut = asyncio.ensure_future(exchange.publish(encode(event), event.event_type.value))
+            pending.add(fut)
+            fut.add_done_callback(settled)
+            count += 1
+        await asyncio.gather(*pending)
+        return count

@@ -1,79 +1,68 @@
-"""Raw consumption baselines: what a plain aio-pika consumer achieves on the same shards."""
+"""The raw baseline: a plain aio-pika consumer that only acks (multiple, every 50), as a process.
+
+    python -m bench.consume AMQP_URL TOPOLOGY_FILE TOTAL DOWNSTREAM[,DOWNSTREAM...]
+
+Consumes every shard of the downstreams with the file's prefetch until TOTAL deliveries,
+then prints its steady-window marks (`bench.measure.SelfMarks`).
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import time
-from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from events import AnyEvent, encode
+from bench.measure import SelfMarks
 from topology import names
-from topology.spec import TopologySpec
+from topology.spec import load_spec
 
 ACK_EVERY = 50
 
 
-async def publish_all(amqp_url: str, events: Iterable[AnyEvent], window: int = 512) -> int:
-    """Publish events to `orders` with a confirm window; return how many."""
+async def consume(amqp_url: str, file: Path, total: int, downstreams: list[str]) -> SelfMarks:
+    """Ack every delivery of the downstreams' shards (multiple, every 50) until `total`."""
+    spec = load_spec(file)
+    marks = SelfMarks(total)
+    done = asyncio.get_running_loop().create_future()
     connection = await aio_pika.connect(amqp_url)
     async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange("orders", ensure=False)
-        slots = asyncio.Semaphore(window)
-        pending: set[asyncio.Future[Any]] = set()
-
-        def settled(fut: asyncio.Future[Any]) -> None:
-            slots.release()
-            pending.discard(fut)
-
-        count = 0
-        for event in events:
-            await slots.acquire()
-            fut = asyncio.ensure_future(exchange.publish(encode(event), event.event_type.value))
-            pending.add(fut)
-            fut.add_done_callback(settled)
-            count += 1
-        await asyncio.gather(*pending)
-        return count
-
-
-def _acker(total: int, done: asyncio.Future[None], counter: list[int]) -> Any:
-    """A consumer callback that acks every ACK_EVERY messages of its channel (multiple)."""
-    on_channel = 0
-
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        nonlocal on_channel
-        on_channel += 1
-        counter[0] += 1
-        if on_channel % ACK_EVERY == 0 or counter[0] >= total:
-            await message.ack(multiple=True)
-        if counter[0] >= total and not done.done():
-            done.set_result(None)
-
-    return on_message
-
-
-async def raw_consume(
-    amqp_url: str, spec: TopologySpec, downstreams: list[str], per_downstream: int
-) -> float:
-    """Consume every shard of the downstreams, acking (multiple) every 50; return events/s."""
-    connection = await aio_pika.connect(amqp_url)
-    total = per_downstream * len(downstreams)
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    counter = [0]
-    async with connection:
-        started = time.perf_counter()
         for d in downstreams:
             ds = spec.downstreams[d]
             for i in range(ds.shards):
                 channel = await connection.channel()
                 await channel.set_qos(prefetch_count=ds.prefetch)
                 queue = await channel.get_queue(names.shard(d, i), ensure=False)
-                await queue.consume(_acker(total, done, counter), no_ack=False)
+                await queue.consume(_acker(marks, done), no_ack=False)
         await done
-        # Per downstream: the same unit as the bus figure (events applied by each downstream).
-        return per_downstream / (time.perf_counter() - started)
+    return marks
+
+
+def _acker(marks: SelfMarks, done: asyncio.Future[None]) -> Any:
+    """A channel's callback: counts, and acks (multiple) every ACK_EVERY of its deliveries."""
+    seen = 0
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        nonlocal seen
+        seen += 1
+        finished = marks.hit()
+        if seen % ACK_EVERY == 0 or finished:
+            await message.ack(multiple=True)
+        if finished and not done.done():
+            done.set_result(None)
+
+    return on_message
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m bench.consume", description=__doc__)
+    parser.add_argument("amqp_url")
+    parser.add_argument("file", type=Path)
+    parser.add_argument("total", type=int)
+    parser.add_argument("downstreams")
+    args = parser.parse_args()
+    result = asyncio.run(consume(args.amqp_url, args.file, args.total, args.downstreams.split(",")))
+    print(result.report())

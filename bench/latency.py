@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import signal
 import sqlite3
 import statistics
@@ -19,14 +20,17 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.common import fresh_vhost, workers_env
+from bench.measure import tree_cpu
+from common.settings import Settings, vhost_of
 from topology import names
+from topology.management import ManagementClient
 from topology.spec import TopologySpec
 from workers.launch import worker_command
 
 _SETTLE_SECONDS = 60.0
 
 
-def _quantiles(samples: list[float]) -> dict[str, float]:
+def _quantiles(samples: list[float]) -> dict[str, Any]:
     cuts = statistics.quantiles(samples, n=100)
     return {
         "events": len(samples),
@@ -57,23 +61,42 @@ def _applied(store: Path) -> dict[str, float]:
 
 
 async def bus_latency(data: Any, rate: float, seconds: float) -> dict[str, Any]:
-    """p50/p99 from publish to the inbox commit of `python -m workers inventory`."""
+    """p50/p99 from publish to the inbox commit of `python -m workers inventory`, and its CPU."""
     spec = TopologySpec.model_validate(data)
     with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
         env = workers_env(url, data, Path(tmp))
         worker = await asyncio.create_subprocess_exec(*worker_command("inventory"), env=env)
         try:
-            await asyncio.sleep(2.0)  # consumers attached before the clock starts
+            await _consuming(vhost_of(url), spec.downstreams["inventory"].shards)
+            cpu = tree_cpu(worker.pid)
             sent = await _feed(url, rate, seconds, Path(tmp))
             deadline = time.monotonic() + _SETTLE_SECONDS
             while len(applied := _applied(Path(tmp) / "inventory.db")) < len(sent):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"only {len(applied)} of {len(sent)} applied")
                 await asyncio.sleep(0.2)
+            cpu = tree_cpu(worker.pid) - cpu
         finally:
             worker.send_signal(signal.SIGTERM)
             await worker.wait()
-    return _quantiles([applied[e] - t for e, t in sent.items()])
+    stats = _quantiles([applied[e] - t for e, t in sent.items()])
+    stats["cpu_us_per_event"] = round(cpu / len(sent) * 1e6, 1)
+    return stats
+
+
+async def _consuming(vhost: str, shards: int) -> None:
+    """Wait until a consumer is attached to every inventory shard (the clock starts then)."""
+    settings = Settings()
+    with ManagementClient(settings.rabbitmq_management_url) as client:
+        for _ in range(600):
+            queues = client.list_objects("queues", vhost)
+            attached = [
+                q for q in queues if q["name"].startswith("inventory.") and q.get("consumers")
+            ]
+            if len(attached) >= shards:
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the worker did not start consuming")
 
 
 async def ingest_peak(spec: TopologySpec, seconds: float) -> float:
@@ -87,8 +110,13 @@ async def ingest_peak(spec: TopologySpec, seconds: float) -> float:
 async def raw_latency(spec: TopologySpec, rate: float, seconds: float) -> dict[str, Any]:
     """p50/p99 from publish to receipt by a raw consumer that only acks, at the same rate."""
     received: dict[str, float] = {}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     sent = await _raw(spec, rate, seconds, received)
-    return _quantiles([received[e] - t for e, t in sent.items()])
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime
+    stats = _quantiles([received[e] - t for e, t in sent.items()])
+    stats["cpu_us_per_event"] = round(cpu / len(sent) * 1e6, 1)
+    return stats
 
 
 async def _raw(

@@ -22,6 +22,7 @@ import aio_pika
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import fresh_vhost, machine
+from bench.measure import own_cpu
 from common.logs import configure_logging
 from producer.db import create_schema, make_engine, outbox
 from producer.outbox import Outbox, OutboxRow, outbox_values
@@ -42,8 +43,10 @@ async def prefill(engine: AsyncEngine, events: int) -> list[OutboxRow]:
     return await Outbox(engine).fetch_unsent(0, events)
 
 
-async def raw_publisher(amqp_url: str, exchange: str, rows: list[OutboxRow], window: int) -> float:
-    """Publish every row with a window of confirms; return events/s."""
+async def raw_publisher(
+    amqp_url: str, exchange: str, rows: list[OutboxRow], window: int
+) -> tuple[float, float]:
+    """Publish every row with a window of confirms; return events/s and CPU µs per event."""
     messages = [(row.event_type, row.message("bench")) for row in rows]
     connection = await aio_pika.connect(amqp_url)
     async with connection:
@@ -56,35 +59,37 @@ async def raw_publisher(amqp_url: str, exchange: str, rows: list[OutboxRow], win
             slots.release()
             pending.discard(fut)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), own_cpu()
         for routing_key, message in messages:
             await slots.acquire()
             fut = asyncio.ensure_future(target.publish(message, routing_key, mandatory=True))
             pending.add(fut)
             fut.add_done_callback(release)
         await asyncio.gather(*pending)
-        return len(messages) / (time.perf_counter() - started)
+        elapsed, cpu = time.perf_counter() - started, own_cpu() - cpu
+        return len(messages) / elapsed, cpu / len(messages) * 1e6
 
 
 async def relay_run(
     amqp_url: str, exchange: str, engine: AsyncEngine, total: int, window: int
-) -> float:
-    """Run the relay until the outbox is drained; return events/s."""
+) -> tuple[float, float]:
+    """Run the relay until the outbox is drained; return events/s and CPU µs per event."""
     relay = Relay(Outbox(engine), amqp_url, exchange=exchange, window=window, poll_interval=0.01)
     stop = asyncio.Event()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), own_cpu()
     task = asyncio.create_task(relay.run(stop))
     while relay.stats.confirmed < total:  # noqa: ASYNC110 - sampling the relay's progress
         await asyncio.sleep(0.005)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, own_cpu() - cpu
     stop.set()
     await task
-    return total / elapsed
+    return total / elapsed, cpu / total * 1e6
 
 
 async def main(events: int, window: int, rounds: int) -> dict[str, object]:
     """Run the rounds and return the report."""
-    raw, relayed = [], []
+    raw: list[tuple[float, float]] = []
+    relayed: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             engine = make_engine(f"sqlite+aiosqlite:///{Path(tmp) / f'outbox{r}.db'}")
@@ -94,7 +99,8 @@ async def main(events: int, window: int, rounds: int) -> dict[str, object]:
             with fresh_vhost() as (url, spec):
                 relayed.append(await relay_run(url, spec.exchange.name, engine, len(rows), window))
             await engine.dispose()
-    raw_median, relay_median = statistics.median(raw), statistics.median(relayed)
+    raw_median = statistics.median(r for r, _ in raw)
+    relay_median = statistics.median(r for r, _ in relayed)
     return {
         "benchmark": "relay_vs_raw_publisher",
         "events": len(rows),
@@ -104,8 +110,10 @@ async def main(events: int, window: int, rounds: int) -> dict[str, object]:
         "raw_events_per_s": round(raw_median),
         "relay_events_per_s": round(relay_median),
         "ratio": round(relay_median / raw_median, 3),
-        "raw_rounds": [round(x) for x in raw],
-        "relay_rounds": [round(x) for x in relayed],
+        "raw_cpu_us_per_event": round(statistics.median(c for _, c in raw), 1),
+        "relay_cpu_us_per_event": round(statistics.median(c for _, c in relayed), 1),
+        "raw_rounds": [round(x) for x, _ in raw],
+        "relay_rounds": [round(x) for x, _ in relayed],
         "machine": machine(),
     }
 

@@ -2,43 +2,45 @@
 
     python -m bench.workers [--orders 5000] [--backlog 50000] [--only e2e,inventory,...]
 
-- e2e: every downstream with handlers at 0 ms against a raw aio-pika consumer that only acks
-  (multiple, every 50), over the same topology and the same backlog;
+Every consumer runs as its own process and is measured over the steady middle of its drain
+(`bench.measure`): events/s per downstream and microseconds of CPU per event.
+
+- e2e: every downstream at 0 ms. The bus (`python -m workers all`, a process per downstream;
+  also in one process, and on the standard asyncio loop) beside a raw aio-pika consumer that
+  only acks, and FastStream subscribers without and with an inbox commit per message;
 - inventory: at its 2 ms handling time against the ideal shards x concurrency / 2 ms,
   capped by the raw consumer's ceiling on the same shards;
 - warehouse: 200 ms per batch of 100 against the ideal 500 records/s;
-- backlog: a backlog of N events per downstream drained by `workers all` with the file's
-  handling times; the catch-up rate of each downstream.
+- poison: inventory at 0 ms draining with 1% of orders poisoned beside the same drain with
+  none (healthy events/s), two interleaved pairs;
+- backlog: a backlog per downstream drained by `workers all` with the file's handling times.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import importlib.util
 import json
-import signal
-import sqlite3
-import tempfile
-import time
-from pathlib import Path
+import statistics
 from typing import Any
 
 import yaml
 
-from bench.common import fresh_vhost, machine, workers_env
-from bench.consume import publish_all, raw_consume
+from bench import drain
+from bench.common import machine
+from bench.measure import Steady
 from common.logs import configure_logging
+from events import AnyEvent
 from producer.planned import plan_order
 from topology.spec import DEFAULT_TOPOLOGY_FILE, TopologySpec, load_spec
-from workers.app import build
-from workers.launch import worker_command
-from workers.settings import WorkerSettings
+
+POISON_RATE = 0.01
 
 
-def events_for(orders: int) -> list[Any]:
+def events_for(orders: int, poison_rate: float = 0.0) -> list[AnyEvent]:
     """created/paid/shipped of `orders` orders, each order's events in seq order."""
-    return [e for i in range(orders) for e in plan_order(7, i, 0.0, 0.0).events()]
+    return [e for i in range(orders) for e in plan_order(7, i, 0.0, poison_rate).events()]
 
 
 def variant(keep: list[str], **changes: Any) -> TopologySpec:
@@ -53,150 +55,139 @@ def variant_data(keep: list[str], **changes: Any) -> Any:
     return data
 
 
-async def bus_drain_processes(amqp_url: str, data: Any, per_downstream: int) -> dict[str, float]:
-    """`python -m workers all` (a process per downstream), timed until every inbox is full."""
-    with tempfile.TemporaryDirectory() as tmp:
-        env = workers_env(amqp_url, data, Path(tmp))
-        started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(*worker_command("all"), env=env)
-        rates: dict[str, float] = {}
-        while len(rates) < len(data["downstreams"]):
-            for d in data["downstreams"]:
-                if d not in rates and _inbox_count(Path(tmp) / f"{d}.db") >= per_downstream:
-                    rates[d] = per_downstream / (time.perf_counter() - started)
-            await asyncio.sleep(0.1)
-        proc.send_signal(signal.SIGTERM)
-        await proc.wait()
-        return rates
+def _row(figure: Steady, baseline: Steady | None = None) -> dict[str, Any]:
+    row: dict[str, Any] = figure.as_dict()
+    if baseline is not None:
+        row["ratio"] = round(figure.events_per_s / baseline.events_per_s, 3)
+    return row
 
 
-def _inbox_count(path: Path) -> int:
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
-            return int(db.execute("SELECT count(*) FROM inbox").fetchone()[0])
-    except sqlite3.Error:
-        return 0
+def end_to_end(names: list[str], orders: int) -> dict[str, Any]:
+    """Every downstream at 0 ms: the bus in its layouts beside the raw consumer and FastStream."""
+    data, events = variant_data(names, handler_time="0ms"), events_for(orders)
+
+    def drained(run: Any) -> Steady:
+        with drain.backlog(data, events) as b:
+            result: Steady = run(b)
+            return result
+
+    raw = drained(lambda b: drain.peer(b, "consume"))
+    report: dict[str, Any] = {"events_per_downstream": len(events), "downstreams": len(names)}
+    report["raw_aio_pika"] = _row(raw)
+    report["bus_process_per_downstream"] = _row(drained(lambda b: drain.bus(b, "all")), raw)
+    report["bus_one_process"] = _row(
+        drained(lambda b: drain.bus(b, "all", "--single-process")), raw
+    )
+    asyncio_loop = {"BUS_EVENT_LOOP": "asyncio"}
+    report["bus_asyncio_loop"] = _row(drained(lambda b: drain.bus(b, "all", env=asyncio_loop)), raw)
+    if importlib.util.find_spec("faststream") is None:
+        report["faststream"] = "not installed: pip install -e '.[bench]'"
+        return report
+    faststream = drained(lambda b: drain.peer(b, "faststream_peer"))
+    inbox = drained(
+        lambda b: drain.peer(b, "faststream_peer", "--inbox", str(b.tmp / "faststream-inbox.db"))
+    )
+    report["faststream"] = _row(faststream, raw)
+    report["faststream_inbox"] = _row(inbox, raw)
+    bus = report["bus_process_per_downstream"]["events_per_s"]
+    report["bus_over_faststream_inbox"] = round(bus / inbox.events_per_s, 2)
+    return report
 
 
-async def bus_drain(amqp_url: str, spec: TopologySpec, per_downstream: int) -> dict[str, float]:
-    """Run every downstream of spec in this process until each applied per_downstream events."""
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = WorkerSettings(amqp_url=amqp_url, workers_store_dir=Path(tmp))
-        workers = await build(spec, ["all"], settings)
-        stop = asyncio.Event()
-        started = time.perf_counter()
-        task = asyncio.create_task(workers.run(stop))
-        rates: dict[str, float] = {}
-        while len(rates) < len(workers.workers):
-            for w in workers.workers:
-                applied = (
-                    workers.registry.get_sample_value(
-                        "bus_worker_applied_total", {"downstream": w.name}
-                    )
-                    or 0
-                )
-                if w.name not in rates and applied >= per_downstream:
-                    rates[w.name] = per_downstream / (time.perf_counter() - started)
-            await asyncio.sleep(0.02)
-        stop.set()
-        await task
-        return rates
-
-
-async def measure(spec: TopologySpec, orders: int, runner: str) -> dict[str, float]:
-    """Publish `orders` orders into a fresh vhost, then drain it with the bus or raw."""
-    events = events_for(orders)
-    with fresh_vhost(spec) as (url, _):
-        await publish_all(url, events)
-        if runner == "raw":
-            rate = await raw_consume(url, spec, list(spec.downstreams), len(events))
-            return {d: rate for d in spec.downstreams}
-        return await bus_drain(url, spec, len(events))
-
-
-async def end_to_end(names: list[str], orders: int) -> dict[str, Any]:
-    """Every downstream at 0 ms: the raw consumer, the bus in one process, a process each."""
-    zero = variant(names, handler_time="0ms")
-    raw = min((await measure(zero, orders, "raw")).values())
-    one = min((await measure(zero, orders, "bus")).values())
-    events = events_for(orders)
-    with fresh_vhost(zero) as (url, _):
-        await publish_all(url, events)
-        data = variant_data(names, handler_time="0ms")
-        each = min((await bus_drain_processes(url, data, len(events))).values())
-    return {
-        "events": orders * 3,
-        "downstreams": len(names),
-        "raw_events_per_s": round(raw),
-        "bus_one_process_events_per_s": round(one),
-        "bus_process_per_downstream_events_per_s": round(each),
-        "ratio_one_process": round(one / raw, 3),
-        "ratio_process_per_downstream": round(each / raw, 3),
-    }
-
-
-async def inventory_2ms(orders: int) -> dict[str, Any]:
+def inventory_2ms(orders: int) -> dict[str, Any]:
     """inventory at its handling time against the ideal, capped by the raw ceiling."""
-    inv = variant(["inventory"])
-    ds = inv.downstreams["inventory"]
-    ceiling = (await measure(inv, orders, "raw"))["inventory"]
-    applied = (await measure(inv, orders, "bus"))["inventory"]
-    ideal = min(ds.shards * ds.concurrency / (ds.handler_time / 1000), ceiling)
+    data = variant_data(["inventory"])
+    ds = TopologySpec.model_validate(data).downstreams["inventory"]
+    events = events_for(orders)
+    with drain.backlog(data, events) as b:
+        ceiling = drain.peer(b, "consume")
+    with drain.backlog(data, events) as b:
+        bus = drain.bus(b, "inventory")
+    ideal = min(ds.shards * ds.concurrency / (ds.handler_time / 1000), ceiling.events_per_s)
     return {
-        "events": orders * 3,
+        "events": len(events),
         "handler_ms": ds.handler_time,
         "shards": ds.shards,
         "concurrency": ds.concurrency,
-        "raw_ceiling_events_per_s": round(ceiling),
+        "raw_ceiling": _row(ceiling),
         "ideal_events_per_s": round(ideal),
-        "bus_events_per_s": round(applied),
-        "ratio": round(applied / ideal, 3),
+        "bus": bus.as_dict(),
+        "ratio": round(bus.events_per_s / ideal, 3),
     }
 
 
-async def warehouse_batches(orders: int) -> dict[str, Any]:
+def warehouse_batches(orders: int) -> dict[str, Any]:
     """The warehouse's batches against the ideal records/s."""
-    wh = variant(["warehouse"])
-    ds = wh.downstreams["warehouse"]
+    data = variant_data(["warehouse"])
+    ds = TopologySpec.model_validate(data).downstreams["warehouse"]
     assert ds.batch is not None
-    loaded = (await measure(wh, orders, "bus"))["warehouse"]
+    with drain.backlog(data, events_for(orders)) as b:
+        bus = drain.bus(b, "warehouse")
     ideal = ds.batch.size / (ds.handler_time / 1000)
     return {
         "events": orders * 3,
         "batch_size": ds.batch.size,
         "batch_ms": ds.handler_time,
         "ideal_records_per_s": round(ideal),
-        "bus_records_per_s": round(loaded),
-        "ratio": round(loaded / ideal, 3),
+        "bus": bus.as_dict(),
+        "ratio": round(bus.events_per_s / ideal, 3),
     }
 
 
-async def backlog_drain(spec: TopologySpec, backlog: int) -> dict[str, Any]:
-    """A backlog per downstream drained by `workers all` with the file's handling times."""
-    backlog_orders = backlog // 3
-    events = events_for(backlog_orders)
-    with fresh_vhost(spec) as (url, _):
-        await publish_all(url, events)
-        rates = await bus_drain_processes(url, variant_data(list(spec.downstreams)), len(events))
+def poison_cost(orders: int, pairs: int = 2) -> dict[str, Any]:
+    """Healthy events/s with 1% of orders poisoned beside the same drain with none."""
+    data = variant_data(["inventory"], handler_time="0ms")
+    clean, poisoned = events_for(orders), events_for(orders, POISON_RATE)
+    bad = {e.order_id for e in poisoned if e.seq == 1 and "POISON-" in e.model_dump_json()}
+    healthy = sum(1 for e in poisoned if e.order_id not in bad)
+    rounds: list[dict[str, Any]] = []
+    ratios: list[float] = []
+    for _ in range(pairs):
+        with drain.backlog(data, clean) as b:
+            without = drain.bus(b, "inventory")
+        with drain.backlog(data, poisoned) as b:
+            with_poison = drain.bus(b, "inventory", expected=healthy)
+        ratios.append(round(with_poison.events_per_s / without.events_per_s, 3))
+        rounds.append(
+            {"clean": without.as_dict(), "poisoned": with_poison.as_dict(), "ratio": ratios[-1]}
+        )
     return {
-        "events_per_downstream": backlog_orders * 3,
-        "catch_up_events_per_s": {d: round(r) for d, r in rates.items()},
+        "orders": orders,
+        "poisoned_orders": len(bad),
+        "rounds": rounds,
+        "ratio_median": statistics.median(ratios),
+    }
+
+
+def backlog_drain(spec: TopologySpec, backlog: int) -> dict[str, Any]:
+    """A backlog per downstream drained by `workers all` with the file's handling times."""
+    data = variant_data(list(spec.downstreams))
+    with drain.backlog(data, events_for(backlog // 3)) as b:
+        bus = drain.bus(b, "all")
+        per_downstream = drain.catch_up(b)
+    return {
+        "events_per_downstream": backlog // 3 * 3,
+        "bus": bus.as_dict(),
+        "catch_up_events_per_s": per_downstream,
         "note": "python -m workers all (a process per downstream), the file's handling times",
     }
 
 
 async def main(orders: int, backlog: int, only: set[str]) -> dict[str, Any]:
-    """Run the chosen benchmarks and return the report."""
-    spec = load_spec(DEFAULT_TOPOLOGY_FILE)
+    """Run the chosen benchmarks and return the report (each drain in a thread)."""
+    spec = load_spec()
     report: dict[str, Any] = {"machine": machine()}
-    if "e2e" in only:
-        report["e2e_0ms"] = await end_to_end(list(spec.downstreams), orders)
-    if "inventory" in only:
-        report["inventory_2ms"] = await inventory_2ms(orders)
-    if "warehouse" in only:
-        report["warehouse_batches"] = await warehouse_batches(orders)
-    if "backlog" in only:
-        report["backlog_drain"] = await backlog_drain(spec, backlog)
+    names = list(spec.downstreams)
+    steps = {
+        "e2e": ("e2e_0ms", lambda: end_to_end(names, orders)),
+        "inventory": ("inventory_2ms", lambda: inventory_2ms(orders)),
+        "warehouse": ("warehouse_batches", lambda: warehouse_batches(orders)),
+        "poison": ("poison_cost", lambda: poison_cost(3 * orders)),
+        "backlog": ("backlog_drain", lambda: backlog_drain(spec, backlog)),
+    }
+    for key, (name, step) in steps.items():
+        if key in only:
+            report[name] = await asyncio.to_thread(step)
     return report
 
 
@@ -204,7 +195,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__)
     parser.add_argument("--orders", type=int, default=5000)
     parser.add_argument("--backlog", type=int, default=50_000)
-    parser.add_argument("--only", default="e2e,inventory,warehouse,backlog")
+    parser.add_argument("--only", default="e2e,inventory,warehouse,poison,backlog")
     args = parser.parse_args()
     configure_logging("WARNING")
     result = asyncio.run(main(args.orders, args.backlog, set(args.only.split(","))))

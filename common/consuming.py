@@ -110,7 +110,11 @@ class ConsumerChannel:
         if self.is_open:
             with contextlib.suppress(AMQPClosed, TimeoutError):
                 await asyncio.wait_for(
-                    self._call(commands.Channel.Close(reply_code=200, reply_text="bye")),
+                    self._call(
+                        commands.Channel.Close(
+                            reply_code=200, reply_text="bye", class_id=0, method_id=0
+                        )
+                    ),
                     _CLOSE_TIMEOUT,
                 )
         self._closed(None)
@@ -228,7 +232,7 @@ class ConsumerConnection(asyncio.Protocol):
     async def close(self) -> None:
         """Close the connection (the broker requeues every unacked delivery)."""
         if self.is_open and self._transport is not None:
-            self.write(frame.marshal(commands.Connection.Close(200, "bye"), 0))
+            self.write(frame.marshal(commands.Connection.Close(200, "bye", 0, 0), 0))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.closed), _CLOSE_TIMEOUT)
         if self._transport is not None:

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 STRAGGLER_LIMIT = 64
+# A blocked prefix is waited for this long before completions past it are acked one by one:
+# a republish's confirm takes milliseconds, and single acks cost the broker a frame each.
+STRAGGLER_PATIENCE = 0.1
 
 
 class Settles(Protocol):
@@ -34,10 +37,13 @@ class Acker:
         every: int = 50,
         interval: float = 0.01,
         straggler_limit: int = STRAGGLER_LIMIT,
+        patience: float = STRAGGLER_PATIENCE,
     ) -> None:
         self.channel = channel
         self.every = every
         self.straggler_limit = straggler_limit
+        self.patience = patience
+        self._blocked_since: float | None = None  # when the prefix last stopped short
         self.interval = interval
         self.low = 1  # every tag below this is settled on the broker
         self.done: set[int] = set()  # completed, not yet covered by a multiple ack
@@ -86,9 +92,18 @@ class Acker:
             self.singly.discard(tag)
         self.low = high + 1
         stragglers = sorted(self.done - self.singly)
-        if len(stragglers) >= self.straggler_limit:
+        if not stragglers:
+            self._blocked_since = None
+            return
+        now = asyncio.get_running_loop().time()
+        if self._blocked_since is None:
+            self._blocked_since = now
+        if len(stragglers) >= self.straggler_limit and now - self._blocked_since >= self.patience:
             for tag in stragglers:
                 self._settle(self.channel.ack, tag)
+        elif self._timer is None:
+            # Look again once the patience is up, if nothing else flushes before.
+            self._timer = asyncio.get_running_loop().call_later(self.patience, self.flush)
 
     def _settle(self, send: Callable[[int], None], tag: int) -> None:
         if self.gone:

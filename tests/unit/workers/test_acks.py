@@ -29,7 +29,7 @@ class Recorder:
 
 
 def _acker(rec: Recorder) -> Acker:
-    return Acker(rec, every=10_000, straggler_limit=LIMIT)
+    return Acker(rec, every=10_000, straggler_limit=LIMIT, patience=0)
 
 
 async def test_contiguous_completions_are_one_multiple_ack() -> None:
@@ -115,3 +115,15 @@ async def test_a_closed_channel_stops_settling_without_raising() -> None:
     acker.hand_back(2)
     acker.flush()
     assert acker.gone and rec.frames == []
+
+
+async def test_stragglers_wait_for_a_briefly_blocked_prefix() -> None:
+    rec = Recorder()
+    acker = Acker(rec, every=10_000, straggler_limit=LIMIT, patience=60)
+    for tag in range(2, 2 + LIMIT):
+        acker.complete(tag)
+    acker.flush()
+    assert rec.frames == []  # blocked only now: one multiple ack will do once 1 completes
+    acker.complete(1)
+    acker.flush()
+    assert rec.frames == [("ack", 1 + LIMIT, True)]

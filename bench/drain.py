@@ -1,0 +1,134 @@
+"""Draining one backlog with the bus or with a peer, each as its own process, measured alike."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import fresh_vhost, publish_all
+from bench.measure import HIGH, LOW, Mark, Steady, parse_marks, steady, tree_cpu
+from events import AnyEvent
+from topology.spec import TopologySpec
+from workers.launch import worker_command, worker_env
+
+POLL_SECONDS = 0.05
+DRAIN_TIMEOUT = 600.0
+
+
+@dataclass
+class Backlog:
+    """A fresh vhost holding the same events in every downstream's shards."""
+
+    amqp_url: str
+    data: dict[str, Any]
+    spec: TopologySpec
+    tmp: Path
+    per_downstream: int
+
+    @property
+    def downstreams(self) -> list[str]:
+        """The downstreams of the topology."""
+        return list(self.spec.downstreams)
+
+    @property
+    def total(self) -> int:
+        """Deliveries in all (every event once per downstream)."""
+        return self.per_downstream * len(self.downstreams)
+
+    @property
+    def topology_file(self) -> Path:
+        """The topology written for the processes."""
+        path = self.tmp / "orders.yaml"
+        if not path.exists():
+            path.write_text(yaml.safe_dump(self.data))
+        return path
+
+
+@contextmanager
+def backlog(data: dict[str, Any], events: Sequence[AnyEvent]) -> Iterator[Backlog]:
+    """Apply the topology to a fresh vhost and publish the events (before anyone consumes)."""
+    spec = TopologySpec.model_validate(data)
+    with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(publish_all(url, events))
+        yield Backlog(url, data, spec, Path(tmp), len(events))
+
+
+def _applied(store: Path) -> int:
+    """Rows in a SQLite store's inbox (max rowid: the inbox only grows; cheap to read)."""
+    try:
+        with contextlib.closing(sqlite3.connect(store, timeout=5)) as db:
+            return int(db.execute("SELECT coalesce(max(rowid), 0) FROM inbox").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def bus(
+    b: Backlog, *args: str, expected: int | None = None, env: dict[str, str] | None = None
+) -> Steady:
+    """`python -m workers <args>` draining the backlog: steady rate per downstream, CPU."""
+    total = expected if expected is not None else b.total
+    stores = [b.tmp / f"{d}.db" for d in b.downstreams]
+    process_env = worker_env(b.amqp_url, b.topology_file, b.tmp, extra=env)
+    proc = _start(worker_command(*args), process_env, b.tmp / "workers.log")
+    try:
+        marks: list[Mark] = []
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while (done := sum(_applied(s) for s in stores)) < total:
+            if len(marks) < 2 and done >= (LOW if not marks else HIGH) * total:
+                marks.append(Mark(time.perf_counter(), done, tree_cpu(proc.pid)))
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the workers applied {done} of {total} and stopped")
+            time.sleep(POLL_SECONDS)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    return steady(marks[0], marks[1], len(b.downstreams))
+
+
+def peer(b: Backlog, module: str, *extra: str) -> Steady:
+    """A peer consumer (`python -m bench.<module>`) draining the backlog; it measures itself."""
+    args = [b.amqp_url, str(b.topology_file), str(b.total), ",".join(b.downstreams), *extra]
+    env = worker_env(b.amqp_url, b.topology_file, b.tmp)
+    done = _run([sys.executable, "-m", f"bench.{module}", *args], env)
+    low, high = parse_marks(done)
+    return steady(low, high, len(b.downstreams))
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """The workers, their log lines (they render them as in production) into a file."""
+    with log.open("ab") as out:
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=out)
+
+
+def catch_up(b: Backlog) -> dict[str, int]:
+    """Each downstream's rate from its first to its last applied event (its inbox)."""
+    rates = {}
+    for d in b.downstreams:
+        with contextlib.closing(sqlite3.connect(b.tmp / f"{d}.db")) as db:
+            n, first, last = db.execute(
+                "SELECT count(*), min(applied_at_us), max(applied_at_us) FROM inbox"
+            ).fetchone()
+        rates[d] = round(n / max((last - first) / 1e6, 1e-6))
+    return rates
+
+
+def _run(args: list[str], env: dict[str, str]) -> str:
+    done = subprocess.run(
+        args, env=env, capture_output=True, text=True, timeout=DRAIN_TIMEOUT, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"{args[2]} failed: {done.stderr[-2000:]}")
+    return done.stdout
