@@ -3,12 +3,14 @@ FROM python:3.11.7-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY common common
 COPY events events
 COPY topology topology
+COPY operations operations
 COPY producer producer
 COPY workers workers
 COPY demo demo
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 bus
+RUN pip install --no-cache-dir '.[fast]' && useradd --system --uid 10001 bus
 USER bus
 ENV TOPOLOGY_FILE=/app/topology/orders.yaml
 CMD ["python", "-m", "topology", "plan"]
