@@ -31,9 +31,10 @@ class Tx:
         self.dialect = dialect
         self._style = _PARAMSTYLE[dialect]
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Run one statement."""
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the rows it changed (-1 where the driver cannot tell)."""
         self.cursor.execute(_native(sql, self._style), params)
+        return int(self.cursor.rowcount)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """Run one statement for many rows (one round trip per batch where the driver can)."""
