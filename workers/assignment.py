@@ -38,9 +38,7 @@ def settled(members: Iterable[Member], now: float, ttl: float, settle: float) ->
     A process that keeps joining and leaving (flapping) never settles, so it never takes a
     share and makes no one move.
     """
-    return sorted(
-        m.name for m in members if now - m.seen_at <= ttl and now - m.joined_at >= settle
-    )
+    return sorted(m.name for m in members if now - m.seen_at <= ttl and now - m.joined_at >= settle)
 
 
 def share(shards: int, members: Sequence[str], me: str) -> int:

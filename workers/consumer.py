@@ -1,8 +1,14 @@
-"""One downstream's AMQP session: connect, a channel per shard, consume, wind down, reconnect.
+"""One downstream's AMQP session: connect, consume the shards this process holds, reconnect.
 
 Two connections a session: the workers' own consume-only connection (`common.consuming`),
 which hands each delivery to the lanes as it is parsed, and an aio-pika connection for the
 confirmed republishes to retry tiers and the DLQ and for reading queue depths.
+
+Which shards this process consumes is decided with the downstream's other processes through
+leases in the shared store (`workers.coordinator`): every second it renews what it holds,
+gives up what is beyond its share (after winding that shard down: consumer cancelled, what
+it holds finished and acked), and takes free shards up to its share. New shards are found on
+the broker as they are created; a deleted one is let go.
 """
 
 from __future__ import annotations
@@ -10,16 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import structlog
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.exceptions import AMQPError
 
 from common.amqp import connect
 from common.consuming import ConsumerChannel, ConsumerConnection, open_consumer
 from common.loop import reconnecting
 from topology import names
 from workers.acks import STRAGGLER_LIMIT, Acker
+from workers.coordinator import ROUND_SECONDS, Coordinator
 from workers.divert import Divert
 from workers.handlers import Handler
 from workers.lanes import Lanes
@@ -29,16 +38,27 @@ from workers.store import DownstreamStore
 
 log = structlog.get_logger("workers")
 DRAIN_SECONDS = 15.0
+DISCOVER_EVERY = 5  # rounds between looks at the broker for shards created or deleted
+
+
+@dataclass
+class _Shard:
+    """A shard this process consumes: its channel, consumer tag and acker."""
+
+    channel: ConsumerChannel
+    tag: str
+    acker: Acker
 
 
 class DownstreamWorker:
-    """Consumes every shard of one downstream until stopped; reconnects on failure."""
+    """Consumes its share of one downstream's shards until stopped; reconnects on failure."""
 
     def __init__(self, runtime: Runtime, amqp_url: str) -> None:
         self.runtime = runtime
         self.amqp_url = amqp_url
         self.spec = runtime.spec
-        self.shards = [names.shard(runtime.name, i) for i in range(self.spec.shards)]
+        self.coordinator = Coordinator(runtime.store, f"worker:{runtime.name}")
+        self.shard_count = self.spec.shards  # what the broker has, found at run time
 
     @property
     def name(self) -> str:
@@ -68,87 +88,200 @@ class DownstreamWorker:
         await self.runtime.close()
 
     async def _session(self, stop: asyncio.Event, healthy: Callable[[], None]) -> None:
-        role = f"worker:{self.name}"
-        consumer: ConsumerConnection | None = None
-        publisher: AbstractConnection | None = None
-        shards: list[tuple[ConsumerChannel, str, Acker]] = []
-        lanes: Lanes | None = None
-        ended = asyncio.Event()
+        session = _Session(self)
         try:
-            publisher = await connect(self.amqp_url, role)
-            publisher.close_callbacks.add(lambda *_: ended.set())
-            # An unroutable retry or dead letter must fail its publish, never be "confirmed"
-            # and then have its original acked (aio-pika's default only logs the return).
-            channel = await publisher.channel(publisher_confirms=True, on_return_raises=True)
-            channel.close_callbacks.add(lambda *_: ended.set())
-            lanes = held = Lanes(
-                self.runtime, await Divert.open(channel, self.name, self.runtime.metrics)
-            )
-            self.runtime.metrics.in_flight.set_function(lambda: held.holding)
-            consumer = await open_consumer(self.amqp_url, role)
-            consumer.closed.add_done_callback(lambda _: ended.set())
-            for shard in self.shards:
-                shards.append(await self._consume(consumer, shard, held, ended))
+            await session.open()
             healthy()
-            sampler = asyncio.create_task(
-                sample_lag(
-                    channel,
-                    self.shards,
-                    lambda: held.holding,
-                    self.runtime.metrics,
-                    self.spec.scale_out_lag,
-                )
-            )
             log.info(
-                "worker.consuming",
+                "worker.connected",
                 downstream=self.name,
-                shards=self.spec.shards,
+                member=self.coordinator.member,
                 prefetch=self.spec.prefetch,
                 concurrency=self.spec.concurrency,
             )
-            await _first(stop, ended)
-            sampler.cancel()
-            if ended.is_set() and not stop.is_set():
-                raise ConnectionError("broker connection or channel closed")
+            await session.coordinate(stop)
         finally:
-            await self._wind_down(shards, lanes)
-            for connection in (consumer, publisher):
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        await connection.close()
+            await session.close()
             self.runtime.cache.clear()
 
-    async def _consume(
-        self, consumer: ConsumerConnection, shard: str, lanes: Lanes, ended: asyncio.Event
-    ) -> tuple[ConsumerChannel, str, Acker]:
-        """A channel of its own for one shard, with the file's prefetch."""
-        channel = await consumer.channel()
-        channel.closed.add_done_callback(lambda _: ended.set())
-        await channel.qos(self.spec.prefetch)
-        # Completions far past a slow delivery are acked one by one once they would hold half
-        # the prefetch window.
-        acker = Acker(channel, straggler_limit=max(STRAGGLER_LIMIT, self.spec.prefetch // 2))
-        tag = await channel.consume(shard, partial(lanes.on_message, shard, acker))
-        return channel, tag, acker
 
-    async def _wind_down(
-        self, shards: list[tuple[ConsumerChannel, str, Acker]], lanes: Lanes | None
-    ) -> None:
-        """Stop receiving, let in-flight lanes finish, settle; the rest goes back to the queue."""
-        for channel, tag, _ in shards:
+class _Session:
+    """What lives as long as one pair of connections: channels, lanes, the shards held."""
+
+    def __init__(self, worker: DownstreamWorker) -> None:
+        self.worker = worker
+        self.runtime = worker.runtime
+        self.coordinator = worker.coordinator
+        self.role = f"worker:{worker.name}"
+        self.publisher: AbstractConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.consumer: ConsumerConnection | None = None
+        self.lanes: Lanes | None = None
+        self.active: dict[int, _Shard] = {}
+        self.stopping: dict[int, asyncio.Task[None]] = {}
+        self.closing: set[ConsumerChannel] = set()  # closed by us: not a failure
+        self.ended = asyncio.Event()  # a connection or channel failed
+
+    async def open(self) -> None:
+        """Connect both ways; nothing is consumed yet."""
+        self.publisher = await connect(self.worker.amqp_url, self.role)
+        self.publisher.close_callbacks.add(lambda *_: self.ended.set())
+        # An unroutable retry or dead letter must fail its publish, never be "confirmed"
+        # and then have its original acked (aio-pika's default only logs the return).
+        self.channel = await self.publisher.channel(publisher_confirms=True, on_return_raises=True)
+        self.channel.close_callbacks.add(lambda *_: self.ended.set())
+        divert = await Divert.open(self.channel, self.worker.name, self.runtime.metrics)
+        self.lanes = lanes = Lanes(self.runtime, divert)
+        self.runtime.metrics.in_flight.set_function(lambda: lanes.holding)
+        self.runtime.metrics.shards_owned.set_function(lambda: len(self.active))
+        self.consumer = await open_consumer(self.worker.amqp_url, self.role)
+        self.consumer.closed.add_done_callback(lambda _: self.ended.set())
+
+    async def coordinate(self, stop: asyncio.Event) -> None:
+        """Every round: renew, rebalance, follow the broker's shards; until stopped or failed."""
+        assert self.channel is not None
+        shards = [names.shard(self.worker.name, i) for i in range(self.worker.shard_count)]
+        sampler = asyncio.create_task(
+            sample_lag(
+                self.channel,
+                shards,
+                lambda: self.lanes.holding if self.lanes else 0,
+                self.runtime.metrics,
+                self.worker.spec.scale_out_lag,
+            )
+        )
+        try:
+            rounds = 0
+            while not (stop.is_set() or self.ended.is_set()):
+                if rounds % DISCOVER_EVERY == 0:
+                    await self._discover(shards)
+                await self._round()
+                rounds += 1
+                await _first(stop, self.ended, within=ROUND_SECONDS)
+        finally:
+            sampler.cancel()
+        if self.ended.is_set() and not stop.is_set():
+            raise ConnectionError("broker connection or channel closed")
+
+    async def _round(self) -> None:
+        count = self.worker.shard_count
+        held = set(self.active) | set(self.stopping)
+        outcome = await self.coordinator.round(range(count), held)
+        for shard in outcome.lost:  # another process holds it now: stop at once
+            self._stop(shard, release=False)
+        for shard in outcome.moves.release:
+            self._stop(shard, release=True)
+        for shard in set(self.active) - set(range(count)):  # deleted on the broker
+            self._stop(shard, release=True)
+        for shard in outcome.moves.acquire:
+            if shard in self.stopping or not await self.coordinator.acquire(shard):
+                continue
+            # What this process cached about the shard's orders may be stale: another
+            # process may have applied their events since.
+            self.runtime.cache.clear()
+            await self._start(shard)
+
+    async def _discover(self, shards: list[str]) -> None:
+        """Follow the shards the broker has (created by `apply` growing the downstream, or
+        deleted after draining when it shrinks): always `<d>.0` … `<d>.<n-1>`."""
+        n = self.worker.shard_count
+        while await self._exists(names.shard(self.worker.name, n)):
+            n += 1
+        while n > 1 and not await self._exists(names.shard(self.worker.name, n - 1)):
+            n -= 1
+        if n != self.worker.shard_count:
+            log.info(
+                "worker.shards_changed",
+                downstream=self.worker.name,
+                was=self.worker.shard_count,
+                now=n,
+            )
+            self.worker.shard_count = n
+            self.runtime.cache.clear()  # orders moved between shards: trust only the store
+        shards[:] = [names.shard(self.worker.name, i) for i in range(n)]
+
+    async def _exists(self, queue: str) -> bool:
+        assert self.publisher is not None
+        channel = await self.publisher.channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+            return True
+        except AMQPError:
+            return False
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+
+    async def _start(self, index: int) -> None:
+        """Consume one shard on a channel of its own, with the file's prefetch."""
+        assert self.consumer is not None and self.lanes is not None
+        shard = names.shard(self.worker.name, index)
+        channel = await self.consumer.channel()
+        channel.closed.add_done_callback(partial(self._channel_closed, channel))
+        await channel.qos(self.worker.spec.prefetch)
+        # Completions far past a slow delivery are acked one by one once they would hold
+        # half the prefetch window.
+        limit = max(STRAGGLER_LIMIT, self.worker.spec.prefetch // 2)
+        acker = Acker(channel, straggler_limit=limit)
+        tag = await channel.consume(
+            shard,
+            partial(self.lanes.on_message, shard, acker),
+            on_cancel=lambda _: self._stop(index, release=True),
+        )
+        self.active[index] = _Shard(channel, tag, acker)
+        log.info("worker.shard_started", downstream=self.worker.name, shard=shard)
+
+    def _channel_closed(self, channel: ConsumerChannel, _: object) -> None:
+        if channel not in self.closing:  # the broker closed it: start a new session
+            self.ended.set()
+
+    def _stop(self, index: int, release: bool) -> None:
+        """Wind a shard down in the background (the rounds go on renewing meanwhile)."""
+        held = self.active.pop(index, None)
+        if held is not None and index not in self.stopping:
+            task = asyncio.create_task(self._wind_down(index, held, release))
+            self.stopping[index] = task
+            task.add_done_callback(lambda _: self.stopping.pop(index, None))
+
+    async def _wind_down(self, index: int, held: _Shard, release: bool) -> None:
+        """Cancel, let what the shard's lanes hold finish and be acked, close; then let go."""
+        assert self.lanes is not None
+        shard = names.shard(self.worker.name, index)
+        with contextlib.suppress(Exception):
+            await held.channel.cancel(held.tag)
+        finished = await self.lanes.drain(shard, DRAIN_SECONDS)
+        held.acker.close()
+        self.closing.add(held.channel)
+        with contextlib.suppress(Exception):
+            await held.channel.close()
+        if release:
             with contextlib.suppress(Exception):
-                await channel.cancel(tag)
-        if lanes is not None:
-            await lanes.wind_down(DRAIN_SECONDS)
-        for _, _, acker in shards:
-            acker.close()
+                await self.coordinator.release(index)
+        log.info("worker.shard_stopped", downstream=self.worker.name, shard=shard, drained=finished)
+
+    async def close(self) -> None:
+        """Wind every shard down, give the leases up, close both connections."""
+        for index in list(self.active):
+            self._stop(index, release=False)
+        if self.stopping:
+            await asyncio.wait(set(self.stopping.values()))
+        if self.lanes is not None:
+            await self.lanes.wind_down(DRAIN_SECONDS)
+        with contextlib.suppress(Exception):
+            # Let the others take over at once rather than when the leases run out.
+            await self.coordinator.leave(range(self.worker.shard_count))
+        for connection in (self.consumer, self.publisher):
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
 
 
-async def _first(*events: asyncio.Event) -> None:
-    """Return as soon as any of the events is set."""
+async def _first(*events: asyncio.Event, within: float) -> None:
+    """Return as soon as any of the events is set, or after `within` seconds."""
     waiters = [asyncio.create_task(e.wait()) for e in events]
     try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()

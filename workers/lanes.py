@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable
 
 import structlog
@@ -35,6 +35,8 @@ class Lanes:
         self.lanes: dict[str, deque[Delivery]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.holding = 0  # deliveries received and not yet settled
+        self.by_shard: Counter[str] = Counter()  # the same, per shard
+        self._drained: dict[str, asyncio.Event] = {}  # shards being given up
         self.debug = log.bind().is_enabled_for(logging.DEBUG)  # checked before building a line
 
     def on_message(self, shard: str, acker: Acker, message: Received) -> None:
@@ -44,6 +46,7 @@ class Lanes:
         if message.redelivered:
             self.metrics.redelivered.inc()
         self.holding += 1
+        self.by_shard[shard] += 1
         if self.debug:
             log.debug(
                 "worker.received",
@@ -107,12 +110,29 @@ class Lanes:
 
     def _done(self, d: Delivery, hand_back: bool) -> None:
         self.holding -= 1
+        self.by_shard[d.shard] -= 1
+        if not self.by_shard[d.shard] and (drained := self._drained.get(d.shard)):
+            drained.set()
         if self.ack_first:
             return
         if hand_back:
             d.acker.hand_back(d.message.delivery_tag)
         else:
             d.acker.complete(d.message.delivery_tag)
+
+    async def drain(self, shard: str, within: float) -> bool:
+        """Wait until no delivery of `shard` is held (its consumer is cancelled); False when
+        `within` ran out first (closing its channel then hands the rest back)."""
+        if not self.by_shard[shard]:
+            return True
+        drained = self._drained[shard] = asyncio.Event()
+        try:
+            await asyncio.wait_for(drained.wait(), within)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            del self._drained[shard]
 
     async def wind_down(self, within: float) -> None:
         """Let the lanes in flight finish (cancel what outlasts `within`)."""

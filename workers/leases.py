@@ -134,6 +134,4 @@ class Leases:
 
     def forget_dead(self, tx: Tx, older_than_ms: int) -> None:
         """Drop member rows of processes silent for longer than `older_than_ms`."""
-        tx.execute(
-            f"DELETE FROM shard_members WHERE seen_at_ms < {self.now} - ?", (older_than_ms,)
-        )
+        tx.execute(f"DELETE FROM shard_members WHERE seen_at_ms < {self.now} - ?", (older_than_ms,))

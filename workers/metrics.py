@@ -89,6 +89,9 @@ class WorkerMetrics:
             "bus_worker_scale_out_recommended", "1 when the lag passes the file's scale_out_lag"
         )
         self.in_flight = gauge("bus_worker_in_flight", "Deliveries received and not settled")
+        self.shards_owned = gauge(
+            "bus_worker_shards_owned", "Shards this process holds the lease of and consumes"
+        )
         self.handler_seconds = histogram("bus_worker_handler_seconds", "Handler time per event")
         self.end_to_end_seconds = histogram(
             "bus_worker_end_to_end_seconds", "Applied time minus the event's occurred_at"
@@ -105,6 +108,7 @@ class DownstreamMetrics:
         self.duplicates = m.duplicates.labels(downstream)
         self.deferred = m.deferred.labels(downstream)
         self.in_flight = m.in_flight.labels(downstream)
+        self.shards_owned = m.shards_owned.labels(downstream)
         self.lag = m.lag.labels(downstream)
         self.scale_out = m.scale_out.labels(downstream)
         self.handler_seconds = m.handler_seconds.labels(downstream)

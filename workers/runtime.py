@@ -91,6 +91,11 @@ class Runtime:
             # A replay into a rebuilt store: its progress, not this process's memory, decides.
             self.cache.forget(event.order_id)
         progress = await self.cache.get(event.order_id)
+        if event.seq > progress.last_seq + 1:
+            # Before waiting for a predecessor, ask the store: another process (the owner of
+            # the shard the order came from) may have applied it since this cache read it.
+            self.cache.forget(event.order_id)
+            progress = await self.cache.get(event.order_id)
         if event.seq <= progress.last_seq:
             self.metrics.duplicates.inc()
             if self.debug:

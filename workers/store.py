@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 
 from common.sqlite import sqlite_pragmas
+from workers.leases import lease_tables
 from workers.tx import Tx, insert_sql, upsert_sql
 
 T = TypeVar("T")
@@ -72,6 +73,13 @@ def progress_table(metadata: MetaData) -> Table:
         Column("last_seq", Integer, nullable=False),
         Column("parked_event_id", String(36), nullable=True),
     )
+
+
+def store_tables(metadata: MetaData) -> None:
+    """The tables every store has beside its handler's: the inbox, progress and shard leases."""
+    inbox_table(metadata)
+    progress_table(metadata)
+    lease_tables(metadata)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from events import AnyEvent, OrderCreatedEvent
 from events.simulation import behaviour_of
 from topology.spec import DownstreamSpec
 from workers.errors import NonRetryableError, TransientError
-from workers.store import inbox_table, progress_table
+from workers.store import store_tables
 from workers.tx import Tx
 
 # A test or chaos hook: called before the handler with (event, attempts so far); may raise.
@@ -54,8 +54,7 @@ class Handler:
         self.event_time = 0.0 if batched else spec.handler_time / 1000
         self.batch_time = spec.handler_time / 1000 if batched else 0.0
         self.metadata = MetaData()
-        inbox_table(self.metadata)
-        progress_table(self.metadata)
+        store_tables(self.metadata)
         self.define_tables(self.metadata)
 
     def define_tables(self, metadata: MetaData) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ async def _done(workers: Any, name: str) -> bool:
     return (await inbox_counts(workers))[name] == 3000
 
 
-async def test_two_processes_one_reads_each_shard_and_the_other_takes_over(
+async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
     vhost: Vhost, tmp_path: Path, topology_file: Any
 ) -> None:
     data = topologies.fast_data()
@@ -131,33 +132,33 @@ async def test_two_processes_one_reads_each_shard_and_the_other_takes_over(
     second_half = [order_events(f"ord-b{i:03d}") for i in range(300)]
     try:
         with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as first:
-            await eventually(
-                lambda: _active_pids(vhost, shards, expect_consumers=1), what="first consuming"
+            owners = await eventually(
+                lambda: _owners(vhost, shards), what="the first process on every shard"
             )
+            assert set(owners.values()) == {first.pid}
             with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as second:
-                active = await eventually(
-                    lambda: _active_pids(vhost, shards, expect_consumers=2),
+                # The store's leases split the shards; each has one consumer, no standby.
+                split = await eventually(
+                    lambda: _split(vhost, shards, {first.pid, second.pid}),
                     within=30,
-                    what="both processes subscribed",
+                    what="the shards split between both processes",
                 )
-                assert active == {first.pid}, (
-                    "single active consumer: the first process reads every shard"
-                )
+                assert sorted(Counter(split.values()).values()) == [2, 2]
                 await publish_events(vhost.amqp_url, [e for o in first_half for e in o])
                 await eventually(lambda: _over(store, 899), what="first half applied")
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
                 await publish_events(vhost.amqp_url, [e for o in second_half for e in o])
+                # The killed process's leases run out; the survivor takes its shards.
+                survivor = await eventually(
+                    lambda: _split(vhost, shards, {second.pid}),
+                    within=30,
+                    what="the survivor on every shard",
+                )
+                assert set(survivor.values()) == {second.pid}
                 await eventually(
                     lambda: _over(store, 1799), within=60, what="second process took over"
                 )
-                # The management API's consumer details lag by its stats interval.
-                survivor = await eventually(
-                    lambda: _active_pids(vhost, shards, expect_consumers=1),
-                    within=30,
-                    what="only the second process left",
-                )
-                assert survivor == {second.pid}
         rows = await store.inbox_rows()
         assert len(rows) == 1800
         assert all(s == [1, 2, 3] for s in by_order(rows).values())
@@ -165,30 +166,33 @@ async def test_two_processes_one_reads_each_shard_and_the_other_takes_over(
         await store.close()
 
 
-async def _active_pids(vhost: Vhost, shards: list[str], expect_consumers: int) -> set[int] | None:
-    """Pids of the processes active on the shards, once each shard has expect_consumers."""
-    owners = {
+async def _split(vhost: Vhost, shards: list[str], pids: set[int]) -> dict[str, int] | None:
+    """Each shard's one consumer's pid, once every shard has one and they are all `pids`."""
+    owners = await _owners(vhost, shards)
+    return owners if owners and set(owners.values()) == pids else None
+
+
+async def _owners(vhost: Vhost, shards: list[str]) -> dict[str, int] | None:
+    """The pid of the one consumer of each shard (None until each has exactly one)."""
+    names_by_connection = {
         c["name"]: (c.get("client_properties") or {}).get("connection_name", "")
         for c in vhost.client.connections(vhost.name)
     }
-    pids = set()
+    owners = {}
     for shard in shards:
         queue = vhost.client.queue(vhost.name, shard) or {}
         details = queue.get("consumer_details") or []
-        if len(details) != expect_consumers:
-            return None
-        active = [c for c in details if c.get("active")]
-        if len(active) != 1:
+        if len(details) != 1 or not details[0].get("active"):
             return None
         # The broker names connections by address; the worker's own name carries its pid.
-        channel = active[0].get("channel_details")
+        channel = details[0].get("channel_details")
         if not isinstance(channel, dict):  # [] until the stats of a new channel arrive
             return None
-        name = owners.get(channel.get("connection_name", ""), "")
+        name = names_by_connection.get(channel.get("connection_name", ""), "")
         if not name.startswith("worker:"):
             return None
-        pids.add(int(name.rsplit(":", 1)[-1]))
-    return pids
+        owners[shard] = int(name.rsplit(":", 1)[-1])
+    return owners
 
 
 async def test_several_downstreams_run_a_process_each_and_stop_together(
