@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from topology import reshard
 from topology.access import UserDef, desired_users, password_matches
 from topology.management import ManagementClient
 from topology.model import BindingDef, BrokerObjects, ExchangeDef, PolicyDef, QueueDef
-from topology.plan import Action, Change, Plan, make_plan
+from topology.plan import Action, Change, Plan, Reshard, make_plan
 from topology.spec import TopologySpec
 
 # Policies first, so every queue starts with its limits and dead-letter targets; bindings
@@ -82,8 +83,13 @@ def apply_plan(
     plan: Plan,
     prune: bool = False,
     on_change: Callable[[Change], None] | None = None,
+    shrink: Callable[[Reshard], object] | None = None,
 ) -> list[Change]:
-    """Carry out a plan; refuse it whole if it needs a migration. Returns what was done."""
+    """Carry out a plan; refuse it whole if it needs a migration. Returns what was done.
+
+    A downstream that grows gets its new shards through ordinary creations; one that
+    shrinks is drained last (`topology.reshard.shrink`, or `shrink` when given).
+    """
     if plan.migrations:
         raise MigrationRequired(plan.migrations)
     done: list[Change] = []
@@ -100,6 +106,16 @@ def apply_plan(
                 done.append(change)
                 if on_change:
                     on_change(change)
+    for change in plan.of(Action.RESHARD):
+        step = change.obj
+        if isinstance(step, Reshard) and step.want < step.have:
+            if shrink is not None:
+                shrink(step)
+            else:
+                reshard.shrink(client, plan.vhost, step)
+        done.append(change)
+        if on_change:
+            on_change(change)
     return done
 
 

@@ -7,22 +7,26 @@ import json
 
 from rich.console import Console
 from rich.markup import escape
+from rich.status import Status
 
+from topology import reshard
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.commands import EXIT_ERROR, EXIT_OK, EXIT_PENDING, Command, Context
 from topology.compile import compile_topology
 from topology.diagram import document
 from topology.export import definitions
-from topology.plan import Action, Change, Plan
+from topology.plan import Action, Change, Plan, Reshard
 
 _STYLE = {
     Action.CREATE: ("+", "green"),
     Action.UPDATE: ("~", "yellow"),
+    Action.RESHARD: ("~", "cyan"),
     Action.MIGRATE: ("!", "bold red"),
     Action.EXTRA: ("-", "magenta"),
 }
 _NOTE = {
     Action.UPDATE: " (live)",
+    Action.RESHARD: " (live reshard)",
     Action.MIGRATE: " (needs migration)",
     Action.EXTRA: " (not in file; apply --prune deletes)",
 }
@@ -50,12 +54,28 @@ def run_apply(args: argparse.Namespace, ctx: Context) -> int:
             _notes(out, plan)
             return EXIT_OK
         try:
-            done = apply_plan(
-                client, plan, prune=args.prune, on_change=lambda c: _print_change(out, c)
-            )
+            with Status("", console=ctx.err) as status:
+
+                def waiting(queue: str, messages: int) -> None:
+                    status.update(f"draining {queue}: {messages} message(s) left")
+
+                def shrink(step: Reshard) -> None:
+                    timeout = args.drain_timeout
+                    for queue in reshard.shrink(client, ctx.vhost, step, timeout, waiting):
+                        out.print(f"[magenta]- deleted queue {escape(queue)} (drained)[/]")
+
+                done = apply_plan(
+                    client,
+                    plan,
+                    prune=args.prune,
+                    on_change=lambda c: _print_change(out, c),
+                    shrink=shrink,
+                )
         except MigrationRequired as exc:
             ctx.err.print(f"[bold red]refused:[/] vhost {ctx.vhost!r} {exc}", highlight=False)
             return EXIT_ERROR
+        except reshard.DrainTimeout as exc:
+            return ctx.fail(str(exc))
     kept = [] if args.prune else plan.of(Action.EXTRA)
     out.print(f"vhost {plan.vhost!r}: applied {len(done)} change(s)")
     _notes(out, plan)
@@ -66,6 +86,13 @@ def run_apply(args: argparse.Namespace, ctx: Context) -> int:
 
 def _apply_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prune", action="store_true", help="also delete objects not in the file")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=reshard.DRAIN_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a shrinking downstream's shards may take to drain (default: %(default)s)",
+    )
 
 
 def run_export(args: argparse.Namespace, ctx: Context) -> int:

@@ -143,6 +143,12 @@ class ManagementClient:
         )
         return result
 
+    def queue_lengths(self, vhost: str, name: str) -> dict[str, Any] | None:
+        """One queue with its recent length samples (each with the broker's timestamp)."""
+        path = f"/queues/{_q(vhost)}/{_q(name)}?lengths_age=60&lengths_incr=5"
+        result: dict[str, Any] | None = self._request("GET", path, ok404=True)
+        return result
+
     def read_objects(self, vhost: str) -> BrokerObjects:
         """Read the vhost's exchanges, queues, bindings and policies."""
         live = BrokerObjects()

@@ -20,6 +20,7 @@ class Action(StrEnum):
 
     CREATE = "create"
     UPDATE = "update"  # applied live (policies)
+    RESHARD = "reshard"  # a downstream's shard count, changed live (grow, or drain and shrink)
     MIGRATE = "migrate"  # cannot be applied in place
     EXTRA = "extra"  # on the broker, not in the file: deleted only with --prune
 
@@ -33,6 +34,26 @@ class Change:
     name: str
     detail: str = ""
     obj: Any = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Reshard:
+    """A downstream's shards going from `have` to `want`, live."""
+
+    downstream: str
+    have: int
+    want: int
+
+    @property
+    def shrinking(self) -> list[int]:
+        """Shards to drain and delete, highest first (removing the newest binding moves
+        only its own orders; removing an older one renumbers every later bucket)."""
+        return list(range(self.have - 1, self.want - 1, -1))
+
+
+# Past this many shards the consistent-hash ring a broker rebuilds on restart (bindings in
+# name order: d.10 before d.2) differs from the live one (bindings in creation order).
+STABLE_RING_SHARDS = 10
 
 
 @dataclass
@@ -66,7 +87,7 @@ def make_plan(
     if live is None:
         plan.changes.append(Change(Action.CREATE, "vhost", vhost))
         live = BrokerObjects()
-    resharded = _shard_migrations(spec, live, plan)
+    resharded = _reshards(spec, live, plan)
     _diff_exchanges(desired, live, plan)
     _diff_queues(desired, live, plan, skip=resharded)
     _diff_policies(desired, live, plan)
@@ -74,25 +95,53 @@ def make_plan(
     return plan
 
 
-def _shard_migrations(spec: TopologySpec, live: BrokerObjects, plan: Plan) -> set[str]:
-    """Report a changed shard count per downstream; return the downstreams affected."""
+def _reshards(spec: TopologySpec, live: BrokerObjects, plan: Plan) -> set[str]:
+    """A changed shard count per downstream: a live reshard, or refused with its reason.
+
+    Returns the downstreams whose shard queues and hash bindings the other diffs must skip:
+    shrinking ones (the reshard step drains and deletes the shards going away) and refused
+    ones. Growing needs no skip: the new queues and bindings are ordinary creations, bound in
+    index order.
+    """
     affected = set()
     for d, ds in spec.downstreams.items():
         pattern = re.compile(names.shard_pattern(d))
-        live_shards = {q for q in live.queues if pattern.match(q)}
-        want = {names.shard(d, i) for i in range(ds.shards)}
-        if live_shards and live_shards != want:
-            affected.add(d)
-            plan.changes.append(
-                Change(
-                    Action.MIGRATE,
-                    "downstream",
-                    d,
-                    f"shard count {len(live_shards)} -> {ds.shards}: orders would hash to other "
-                    "shards and lose their order; drain the downstream, then recreate its shards",
-                )
+        indices = sorted(int(q.rsplit(".", 1)[1]) for q in live.queues if pattern.match(q))
+        if not indices or (len(indices) == ds.shards and indices[-1] == ds.shards - 1):
+            continue
+        affected.add(d)
+        if indices != list(range(len(indices))):
+            found = ", ".join(names.shard(d, i) for i in indices)
+            detail = f"its shards are not {d}.0 … {d}.{len(indices) - 1} ({found}): reshard by hand"
+            plan.changes.append(Change(Action.MIGRATE, "downstream", d, detail))
+            continue
+        step = Reshard(d, len(indices), ds.shards)
+        plan.changes.append(Change(Action.RESHARD, "downstream", d, _describe(step), step))
+        if step.want > step.have:
+            affected.discard(d)
+        if ds.shards > STABLE_RING_SHARDS:
+            plan.notes.append(
+                f"{d}: more than {STABLE_RING_SHARDS} shards; after a broker restart the hash ring "
+                "is rebuilt in name order and most orders move once (they wait behind their "
+                "earlier events; none is reordered)"
             )
     return affected
+
+
+def _describe(step: Reshard) -> str:
+    d, have, want = step.downstream, step.have, step.want
+    if want > have:
+        new = names.shard(d, have) if want - have == 1 else f"{d}.{have} … {d}.{want - 1}"
+        return (
+            f"shards {have} -> {want}: create and bind {new} in order; each new shard takes about "
+            "1/(n+1) of the orders from the others, and a moved order's new events wait for its "
+            "earlier ones"
+        )
+    gone = ", ".join(names.shard(d, i) for i in step.shrinking)
+    return (
+        f"shards {have} -> {want}: unbind {gone} (newest first), let their owners drain them, "
+        "delete each once it holds nothing, ready or unacked"
+    )
 
 
 def _fields_differ(want: object, have: object, fields: tuple[str, ...]) -> list[str]:

@@ -112,8 +112,10 @@ async def test_retry_delay_change_is_applied_live_keeping_messages(
     ("change", "expected"),
     [
         (
-            lambda d: d["downstreams"]["warehouse"].update(shards=6),
-            "downstream warehouse: shard count 4 -> 6",
+            lambda d: d["downstreams"]["warehouse"].update(
+                shards=6, queue_type="classic", delivery_limit=None
+            ),
+            "queue warehouse.0: x-queue-type 'quorum' -> 'classic'",
         ),
         (
             lambda d: d["downstreams"]["fraud_audit"].update(

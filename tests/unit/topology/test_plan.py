@@ -8,7 +8,7 @@ from dataclasses import replace
 from tests.support import topologies
 from topology.compile import compile_topology
 from topology.model import QueueDef
-from topology.plan import Action, make_plan
+from topology.plan import Action, Reshard, make_plan
 
 
 def _setup(data: dict | None = None):  # type: ignore[no-untyped-def]
@@ -49,16 +49,55 @@ def test_retry_delay_change_is_live() -> None:
     assert "message-ttl 1000 -> 2000" in plan.changes[0].detail
 
 
-def test_shard_count_change_is_one_migration() -> None:
+def test_growing_shards_is_a_live_reshard_that_creates_and_binds_in_order() -> None:
     _, live = _setup()
     data = topologies.default_data()
     data["downstreams"]["warehouse"]["shards"] = 6
     spec, desired = _setup(data)
     plan = make_plan(spec, desired, live, "v")
-    assert [(c.action, c.kind, c.name) for c in plan.changes] == [
-        (Action.MIGRATE, "downstream", "warehouse")
+    assert not plan.migrations
+    [step] = plan.of(Action.RESHARD)
+    assert step.obj == Reshard("warehouse", 4, 6) and "shards 4 -> 6" in step.detail
+    assert [(c.kind, c.name) for c in plan.of(Action.CREATE)] == [
+        ("queue", "warehouse.4"),
+        ("queue", "warehouse.5"),
+        ("binding", "warehouse -> queue warehouse.4 [1]"),
+        ("binding", "warehouse -> queue warehouse.5 [1]"),
     ]
-    assert "shard count 4 -> 6" in plan.changes[0].detail
+
+
+def test_shrinking_shards_drains_the_newest_first_and_deletes_nothing_else() -> None:
+    data = topologies.default_data()
+    data["downstreams"]["inventory"]["shards"] = 8
+    _, live = _setup(data)
+    data["downstreams"]["inventory"]["shards"] = 6
+    spec, desired = _setup(data)
+    plan = make_plan(spec, desired, live, "v")
+    [step] = plan.of(Action.RESHARD)
+    assert step.obj == Reshard("inventory", 8, 6) and step.obj.shrinking == [7, 6]
+    assert "unbind inventory.7, inventory.6 (newest first)" in step.detail
+    assert not plan.of(Action.EXTRA) and not plan.of(Action.CREATE) and not plan.migrations
+
+
+def test_shards_with_a_gap_cannot_be_resharded_safely() -> None:
+    spec, desired = _setup()
+    live = copy.deepcopy(desired)
+    del live.queues["loyalty.1"]
+    data = topologies.default_data()
+    data["downstreams"]["loyalty"]["shards"] = 5
+    spec, desired = _setup(data)
+    plan = make_plan(spec, desired, live, "v")
+    [refused] = plan.migrations
+    assert refused.name == "loyalty" and "are not loyalty.0 … loyalty.2" in refused.detail
+
+
+def test_more_than_ten_shards_carry_a_note_about_restarts() -> None:
+    _, live = _setup()
+    data = topologies.default_data()
+    data["downstreams"]["fraud_audit"]["shards"] = 12
+    spec, desired = _setup(data)
+    plan = make_plan(spec, desired, live, "v")
+    assert any("fraud_audit: more than 10 shards" in note for note in plan.notes)
 
 
 def test_queue_type_change_is_a_migration() -> None:
