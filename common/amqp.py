@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.exceptions import ChannelNotFoundEntity
 from aiormq.abc import DeliveredMessage
 
 if TYPE_CHECKING:
@@ -34,6 +36,28 @@ async def queue_depth(channel: AbstractChannel, queue: str) -> int:
     """Ready messages in a queue, exact (a passive declare; the management API lags)."""
     declared = await channel.declare_queue(queue, passive=True)
     return int(declared.declaration_result.message_count or 0)
+
+
+async def depths(connection: AbstractConnection, queues: Iterable[str]) -> dict[str, int | None]:
+    """Ready messages of each queue (None: it does not exist), on channels of their own.
+
+    A passive declare of a missing queue closes its channel: the next one gets a new channel,
+    and no channel anyone else uses is lost to it.
+    """
+    out: dict[str, int | None] = {}
+    channel: AbstractChannel | None = None
+    try:
+        for queue in queues:
+            if channel is None or channel.is_closed:
+                channel = await connection.channel()
+            try:
+                out[queue] = await queue_depth(channel, queue)
+            except ChannelNotFoundEntity:
+                out[queue] = None
+    finally:
+        if channel is not None and not channel.is_closed:
+            await channel.close()
+    return out
 
 
 class Received:

@@ -21,10 +21,9 @@ from functools import partial
 
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractConnection
-from aio_pika.exceptions import AMQPError
 
-from common.amqp import connect
-from common.consuming import ConsumerChannel, ConsumerConnection, open_consumer
+from common.amqp import connect, depths
+from common.consuming import AMQPClosed, ConsumerChannel, ConsumerConnection, open_consumer
 from common.loop import reconnecting
 from topology import names
 from workers.acks import STRAGGLER_LIMIT, Acker
@@ -121,29 +120,30 @@ class _Session:
         self.stopping: dict[int, asyncio.Task[None]] = {}
         self.closing: set[ConsumerChannel] = set()  # closed by us: not a failure
         self.ended = asyncio.Event()  # a connection or channel failed
+        self.closed = False  # close() has begun: connections closing are no failure
 
     async def open(self) -> None:
         """Connect both ways; nothing is consumed yet."""
         self.publisher = await connect(self.worker.amqp_url, self.role)
-        self.publisher.close_callbacks.add(lambda *_: self.ended.set())
+        self.publisher.close_callbacks.add(partial(self._lost, "publishing connection"))
         # An unroutable retry or dead letter must fail its publish, never be "confirmed"
         # and then have its original acked (aio-pika's default only logs the return).
         self.channel = await self.publisher.channel(publisher_confirms=True, on_return_raises=True)
-        self.channel.close_callbacks.add(lambda *_: self.ended.set())
+        self.channel.close_callbacks.add(partial(self._lost, "publishing channel"))
         divert = await Divert.open(self.channel, self.worker.name, self.runtime.metrics)
         self.lanes = lanes = Lanes(self.runtime, divert)
         self.runtime.metrics.in_flight.set_function(lambda: lanes.holding)
         self.runtime.metrics.shards_owned.set_function(lambda: len(self.active))
         self.consumer = await open_consumer(self.worker.amqp_url, self.role)
-        self.consumer.closed.add_done_callback(lambda _: self.ended.set())
+        self.consumer.closed.add_done_callback(partial(self._lost, "consuming connection"))
 
     async def coordinate(self, stop: asyncio.Event) -> None:
         """Every round: renew, rebalance, follow the broker's shards; until stopped or failed."""
-        assert self.channel is not None
+        assert self.publisher is not None
         shards = [names.shard(self.worker.name, i) for i in range(self.worker.shard_count)]
         sampler = asyncio.create_task(
             sample_lag(
-                self.channel,
+                self.publisher,
                 shards,
                 lambda: self.lanes.holding if self.lanes else 0,
                 self.runtime.metrics,
@@ -185,9 +185,9 @@ class _Session:
         """Follow the shards the broker has (created by `apply` growing the downstream, or
         deleted after draining when it shrinks): always `<d>.0` … `<d>.<n-1>`."""
         n = self.worker.shard_count
-        while await self._exists(names.shard(self.worker.name, n)):
+        while await self._exists(n):
             n += 1
-        while n > 1 and not await self._exists(names.shard(self.worker.name, n - 1)):
+        while n > 1 and not await self._exists(n - 1):
             n -= 1
         if n != self.worker.shard_count:
             log.info(
@@ -200,18 +200,10 @@ class _Session:
             self.runtime.cache.clear()  # orders moved between shards: trust only the store
         shards[:] = [names.shard(self.worker.name, i) for i in range(n)]
 
-    async def _exists(self, queue: str) -> bool:
+    async def _exists(self, index: int) -> bool:
         assert self.publisher is not None
-        channel = await self.publisher.channel()
-        try:
-            await channel.declare_queue(queue, passive=True)
-            return True
-        except AMQPError:
-            return False
-        finally:
-            if not channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await channel.close()
+        queue = names.shard(self.worker.name, index)
+        return (await depths(self.publisher, [queue]))[queue] is not None
 
     async def _start(self, index: int) -> None:
         """Consume one shard on a channel of its own, with the file's prefetch."""
@@ -219,21 +211,48 @@ class _Session:
         shard = names.shard(self.worker.name, index)
         channel = await self.consumer.channel()
         channel.closed.add_done_callback(partial(self._channel_closed, channel))
+        self.closing.add(channel)  # until it consumes: a shard deleted meanwhile is no failure
         await channel.qos(self.worker.spec.prefetch)
         # Completions far past a slow delivery are acked one by one once they would hold
         # half the prefetch window.
         limit = max(STRAGGLER_LIMIT, self.worker.spec.prefetch // 2)
         acker = Acker(channel, straggler_limit=limit)
-        tag = await channel.consume(
-            shard,
-            partial(self.lanes.on_message, shard, acker),
-            on_cancel=lambda _: self._stop(index, release=True),
-        )
+        try:
+            tag = await channel.consume(
+                shard,
+                partial(self.lanes.on_message, shard, acker),
+                on_cancel=lambda _: self._stop(index, release=True),
+            )
+        except AMQPClosed as exc:
+            if exc.code != 404:
+                raise
+            log.info("worker.shard_gone", downstream=self.worker.name, shard=shard)
+            await self.coordinator.release(index)
+            self.worker.shard_count = min(self.worker.shard_count, index)
+            return
+        self.closing.discard(channel)
+        if not channel.is_open:  # closed while starting: the session starts over
+            self.ended.set()
+            return
         self.active[index] = _Shard(channel, tag, acker)
         log.info("worker.shard_started", downstream=self.worker.name, shard=shard)
 
-    def _channel_closed(self, channel: ConsumerChannel, _: object) -> None:
+    def _lost(self, what: str, *args: object) -> None:
+        """A connection or the publishing channel closed: the session starts over."""
+        if not self.ended.is_set() and not self.closed:
+            log.warning(
+                "worker.session_lost", downstream=self.worker.name, lost=what, cause=repr(args[-1:])
+            )
+        self.ended.set()
+
+    def _channel_closed(self, channel: ConsumerChannel, closed: asyncio.Future[object]) -> None:
         if channel not in self.closing:  # the broker closed it: start a new session
+            log.warning(
+                "worker.channel_closed",
+                downstream=self.worker.name,
+                channel=channel.number,
+                error=repr(closed.result()),
+            )
             self.ended.set()
 
     def _stop(self, index: int, release: bool) -> None:
@@ -262,6 +281,7 @@ class _Session:
 
     async def close(self) -> None:
         """Wind every shard down, give the leases up, close both connections."""
+        self.closed = True
         for index in list(self.active):
             self._stop(index, release=False)
         if self.stopping:

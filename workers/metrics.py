@@ -11,12 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from aio_pika.abc import AbstractChannel
+from aio_pika.abc import AbstractConnection
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from common.amqp import queue_depth
+from common.amqp import depths
 from events.headers import DeadReason
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -118,7 +118,7 @@ class DownstreamMetrics:
 
 
 async def sample_lag(
-    channel: AbstractChannel,
+    connection: AbstractConnection,
     shards: Sequence[str],
     holding: Callable[[], int],
     metrics: DownstreamMetrics,
@@ -128,10 +128,8 @@ async def sample_lag(
     """Export the lag (ready in the shards + held unsettled here) until cancelled."""
     while True:
         with contextlib.suppress(Exception):
-            lag = 0
-            for shard in shards:
-                lag += await queue_depth(channel, shard)
-            lag += holding()
+            ready = await depths(connection, list(shards))
+            lag = sum(n or 0 for n in ready.values()) + holding()
             metrics.lag.set(lag)
             metrics.scale_out.set(1 if lag > scale_out_at else 0)
         await asyncio.sleep(every)

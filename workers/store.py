@@ -94,10 +94,9 @@ def make_sync_engine(downstream: str, dsn: str | None, store_dir: Path) -> Engin
     """PostgreSQL (a schema named after the downstream) when dsn says so, else a SQLite file."""
     if dsn and make_url(dsn).get_backend_name() == "postgresql":
         url = make_url(dsn).set(drivername="postgresql+psycopg")
-        base = create_engine(url, pool_size=2)
-        with base.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{downstream}"'))
-        return base.execution_options(schema_translate_map={None: downstream})
+        return create_engine(url, pool_size=2).execution_options(
+            schema_translate_map={None: downstream}
+        )
     store_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         f"sqlite:///{store_dir / f'{downstream}.db'}", connect_args={"timeout": 30}
@@ -142,7 +141,15 @@ class DownstreamStore:
 
         def created() -> Engine:
             engine = make_sync_engine(downstream, dsn, store_dir)
-            metadata.create_all(engine)
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    # Processes of one downstream start together: PostgreSQL's CREATE ... IF
+                    # NOT EXISTS is not safe against a concurrent one, so take turns.
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtext(:d))"), {"d": downstream}
+                    )
+                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{downstream}"'))
+                metadata.create_all(conn)
             return engine
 
         store = cls(await asyncio.to_thread(created), metadata, downstream)

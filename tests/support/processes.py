@@ -25,11 +25,14 @@ def worker_process(
     store_dir: Path,
     *downstreams: str,
     metrics_port: int | None = None,
+    dsn: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m workers ...` as a child process; killed at the end if still running."""
+    """`python -m workers ...` as a child process (stores on PostgreSQL when `dsn` is given);
+    killed at the end if still running."""
+    extra = {"WORKERS_DSN": dsn} if dsn else None
     proc = subprocess.Popen(
         worker_command(*downstreams, metrics_port=metrics_port),
-        env=worker_env(amqp_url, topology, store_dir),
+        env=worker_env(amqp_url, topology, store_dir, extra=extra),
     )
     try:
         yield proc
