@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from operations.capacity_cli import CAPACITY
 from operations.dlq_cli import DLQ
 from operations.replay_cli import REPLAY
 from operations.status_cli import STATUS
 from topology import cli, commands
 
-COMMANDS = [*cli.COMMANDS, STATUS, DLQ, REPLAY]
+COMMANDS = [*cli.COMMANDS, STATUS, DLQ, REPLAY, CAPACITY]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

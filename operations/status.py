@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from events.headers import PARKING_REASONS
 from operations.dlq import DeadLetters
 from topology import names
 from topology.management import ManagementClient
-from topology.spec import TopologySpec
+from topology.spec import DownstreamSpec, TopologySpec
 
 PARKED_READ_LIMIT = 10_000
 
@@ -34,6 +35,7 @@ class DownstreamStatus:
     parked_orders: int | None  # None when the DLQ is too deep to read for a status line
     scale_out_at: int
     scale_out: bool
+    owners: dict[str, str]  # shard -> the process consuming it ("-": none)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -45,43 +47,72 @@ async def gather(
 ) -> list[DownstreamStatus]:
     """Read every downstream's figures: exact depths by passive declare, the rest from the API."""
     stats = {q["name"]: q for q in client.list_objects("queues", vhost)}
+    owners = shard_owners(client, vhost)
     connection = await aio_pika.connect(amqp_url)
-    out = []
     async with connection:
         channel = await connection.channel()
+        return [
+            await _downstream(d, ds, amqp_url, channel, stats, owners)
+            for d, ds in spec.downstreams.items()
+        ]
 
-        async def depth(queue: str) -> int:
-            return await queue_depth(channel, queue)
 
-        for d, ds in spec.downstreams.items():
-            shards = [names.shard(d, i) for i in range(ds.shards)]
-            ready = sum([await depth(q) for q in shards])
-            api = [stats.get(q, {}) for q in shards]
-            unacked = sum(int(q.get("messages_unacknowledged") or 0) for q in api)
-            consumers = sum(int(q.get("consumers") or 0) for q in api)
-            publish = sum(_rate(q, "publish") for q in api)
-            ack = sum(_rate(q, "ack") for q in api)
-            lag = ready + unacked
-            out.append(
-                DownstreamStatus(
-                    downstream=d,
-                    ready=ready,
-                    unacked=unacked,
-                    consumers=consumers,
-                    publish_rate=round(publish, 1),
-                    ack_rate=round(ack, 1),
-                    lag_messages=lag,
-                    lag_seconds=round(lag / ack, 1) if ack > 0 else (0.0 if lag == 0 else None),
-                    retry={t: await depth(names.retry_queue(d, t)) for t in ds.retry.tiers},
-                    dlq=(dlq := await depth(names.dlq(d))),
-                    parked_orders=await parked_orders(amqp_url, d)
-                    if dlq <= PARKED_READ_LIMIT
-                    else None,
-                    scale_out_at=ds.scale_out_lag,
-                    scale_out=lag > ds.scale_out_lag,
-                )
-            )
+async def _downstream(
+    d: str,
+    ds: DownstreamSpec,
+    amqp_url: str,
+    channel: Any,
+    stats: dict[str, dict[str, Any]],
+    owners: dict[str, str],
+) -> DownstreamStatus:
+    # The broker's shards, not the file's count: a live reshard may be draining some.
+    pattern = re.compile(names.shard_pattern(d))
+    shards = sorted((q for q in stats if pattern.match(q)), key=lambda q: int(q.rsplit(".", 1)[1]))
+    ready = sum([await queue_depth(channel, q) for q in shards])
+    api = [stats.get(q, {}) for q in shards]
+    unacked = sum(int(q.get("messages_unacknowledged") or 0) for q in api)
+    ack = sum(_rate(q, "ack") for q in api)
+    lag = ready + unacked
+    dlq = await queue_depth(channel, names.dlq(d))
+    return DownstreamStatus(
+        downstream=d,
+        ready=ready,
+        unacked=unacked,
+        consumers=sum(int(q.get("consumers") or 0) for q in api),
+        publish_rate=round(sum(_rate(q, "publish") for q in api), 1),
+        ack_rate=round(ack, 1),
+        lag_messages=lag,
+        lag_seconds=round(lag / ack, 1) if ack > 0 else (0.0 if lag == 0 else None),
+        retry={t: await queue_depth(channel, names.retry_queue(d, t)) for t in ds.retry.tiers},
+        dlq=dlq,
+        parked_orders=await parked_orders(amqp_url, d) if dlq <= PARKED_READ_LIMIT else None,
+        scale_out_at=ds.scale_out_lag,
+        scale_out=lag > ds.scale_out_lag,
+        owners={shard: owners.get(shard, "-") for shard in shards},
+    )
+
+
+def shard_owners(client: ManagementClient, vhost: str) -> dict[str, str]:
+    """Each consumed queue's active consumer: its connection's name (`worker:<d>:<pid>`)."""
+    named = {
+        c["name"]: (c.get("client_properties") or {}).get("connection_name") or c["name"]
+        for c in client.connections(vhost)
+    }
+    out = {}
+    for consumer in client.consumers(vhost):
+        if not consumer.get("active", True):
+            continue
+        queue = (consumer.get("queue") or {}).get("name", "")
+        channel = consumer.get("channel_details")
+        connection = channel.get("connection_name", "") if isinstance(channel, dict) else ""
+        # The stats of a new channel lag; the workers' consumer tags carry their pid meanwhile.
+        out[queue] = named.get(connection) or _tag_owner(str(consumer.get("consumer_tag", "")))
     return out
+
+
+def _tag_owner(tag: str) -> str:
+    parts = tag.split("-")
+    return f"pid {parts[1]}" if len(parts) > 2 and parts[0] == "ctag" else tag
 
 
 async def parked_orders(amqp_url: str, downstream: str) -> int:

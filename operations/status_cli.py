@@ -82,6 +82,7 @@ def table(rows: list[DownstreamStatus], vhost: str) -> Table:
         "dlq",
         "parked",
         "scale out",
+        "shards: owner",
     ):
         t.add_column(column, justify="left" if column == "downstream" else "right")
     for r in rows:
@@ -98,8 +99,17 @@ def table(rows: list[DownstreamStatus], vhost: str) -> Table:
             str(r.dlq),
             "?" if r.parked_orders is None else str(r.parked_orders),
             f"[bold red]yes (> {r.scale_out_at})[/]" if r.scale_out else "no",
+            _owners(r.owners),
         )
     return t
+
+
+def _owners(owners: dict[str, str]) -> str:
+    """Shard indices grouped by the process consuming them: `0 1 → worker:inventory:4242`."""
+    by_owner: dict[str, list[str]] = {}
+    for shard, owner in owners.items():
+        by_owner.setdefault(owner, []).append(shard.rsplit(".", 1)[1])
+    return "\n".join(f"{' '.join(shards)} → {owner}" for owner, shards in by_owner.items())
 
 
 STATUS = Command("status", "depth, rates, lag, retries and DLQ per downstream", run, _arguments)

@@ -59,7 +59,7 @@ class Context:
 
     def fail(self, message: str) -> int:
         """Print one error line on stderr; return the error exit status."""
-        self.err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+        self.err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         return EXIT_ERROR
 
 

@@ -196,6 +196,13 @@ class ManagementClient:
         result: list[dict[str, Any]] = self._request("GET", path, ok404=True) or []
         return result
 
+    def consumers(self, vhost: str) -> list[dict[str, Any]]:
+        """The consumers of a vhost's queues (queue, tag, active, channel)."""
+        result: list[dict[str, Any]] = (
+            self._request("GET", f"/consumers/{_q(vhost)}", ok404=True) or []
+        )
+        return result
+
     def close_connection(self, name: str, reason: str = "closed by operator") -> None:
         """Force-close one client connection."""
         self._http.headers["X-Reason"] = reason

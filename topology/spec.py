@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from topology.units import parse_duration_ms, parse_size_bytes
 
 DEFAULT_TOPOLOGY_FILE = Path(__file__).with_name("orders.yaml")
+MAX_SHARDS = 64
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms), Field(ge=0)]
 SizeBytes = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
@@ -101,7 +102,7 @@ class DownstreamSpec(_Spec):
     """One downstream: its shards, consumption settings, retries and limits."""
 
     routing_keys: Annotated[list[RoutingKey], Field(min_length=1)] = ["order.#"]
-    shards: Annotated[int, Field(ge=1, le=64)] = 4
+    shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] = 4
     queue_type: QueueType = QueueType.QUORUM
     prefetch: Annotated[int, Field(ge=1, le=65_535)] = 200
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -48,10 +49,13 @@ async def test_status_reports_depths_lag_and_alerts(
             # Unacked counts come from the management API, whose stats lag a few seconds.
             _, report = await _status(vhost, monkeypatch, capsys)
             rows = {r["downstream"]: r for r in report["downstreams"]}
-            return rows if rows["inventory"]["consumers"] == 4 else None
+            owned = set(rows["inventory"]["owners"].values()) == {f"worker:inventory:{os.getpid()}"}
+            return rows if rows["inventory"]["consumers"] == 4 and owned else None
 
         rows = await eventually(settled, within=30, what="stats caught up")
         assert rows["inventory"]["ready"] == 0 and rows["inventory"]["lag_messages"] == 0
+        assert sorted(rows["inventory"]["owners"]) == [f"inventory.{i}" for i in range(4)]
+        assert set(rows["loyalty"]["owners"].values()) == {"-"}  # nothing consumes it
         for d in ("loyalty", "recommendations", "warehouse", "fraud_audit"):
             r = rows[d]
             assert (r["ready"], r["unacked"], r["consumers"], r["lag_messages"]) == (
