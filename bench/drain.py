@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import yaml
 
 from bench.common import fresh_vhost, publish_all
@@ -79,23 +82,80 @@ def bus(
     b: Backlog, *args: str, expected: int | None = None, env: dict[str, str] | None = None
 ) -> Steady:
     """`python -m workers <args>` draining the backlog: steady rate per downstream, CPU."""
-    total = expected if expected is not None else b.total
     stores = [b.tmp / f"{d}.db" for d in b.downstreams]
     process_env = worker_env(b.amqp_url, b.topology_file, b.tmp, extra=env)
-    proc = _start(worker_command(*args), process_env, b.tmp / "workers.log")
+    procs = [_start(worker_command(*args), process_env, b.tmp / "workers.log")]
+    total = expected if expected is not None else b.total
+    return watch(lambda: sum(_applied(s) for s in stores), procs, total, len(b.downstreams))
+
+
+def processes(b: Backlog, downstream: str, count: int, dsn: str) -> tuple[Steady, list[float]]:
+    """`count` processes of one downstream on a shared PostgreSQL store draining the backlog:
+    the steady rate, CPU per event, and each process's share of a core in the window."""
+    env = worker_env(b.amqp_url, b.topology_file, b.tmp, extra={"WORKERS_DSN": dsn})
+    log = b.tmp / "workers.log"
+    procs = [_start(worker_command(downstream), env, log) for _ in range(count)]
+    before: list[float] = []
+    after: list[float] = []
+
+    def applied() -> int:
+        return postgres_count(dsn, f'SELECT count(*) FROM "{downstream}".inbox')
+
+    result = watch(applied, procs, b.per_downstream, 1, cpu_each=(before, after))
+    shares = [(a - z) / result.window_s for z, a in zip(before, after, strict=True)]
+    return result, shares
+
+
+def watch(
+    applied: Callable[[], int],
+    procs: list[subprocess.Popen[bytes]],
+    total: int,
+    downstreams: int,
+    cpu_each: tuple[list[float], list[float]] | None = None,
+) -> Steady:
+    """Poll the work done until `total`; steady window and CPU of the processes' trees."""
     try:
         marks: list[Mark] = []
         deadline = time.monotonic() + DRAIN_TIMEOUT
-        while (done := sum(_applied(s) for s in stores)) < total:
+        while (done := applied()) < total:
             if len(marks) < 2 and done >= (LOW if not marks else HIGH) * total:
-                marks.append(Mark(time.perf_counter(), done, tree_cpu(proc.pid)))
-            if proc.poll() is not None or time.monotonic() > deadline:
+                each = [tree_cpu(p.pid) for p in procs]
+                if cpu_each is not None:
+                    cpu_each[len(marks)].extend(each)
+                marks.append(Mark(time.perf_counter(), done, sum(each)))
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"the workers applied {done} of {total} and stopped")
             time.sleep(POLL_SECONDS)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-    return steady(marks[0], marks[1], len(b.downstreams))
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
+    return steady(marks[0], marks[1], downstreams)
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database (BENCH_POSTGRES_URL's server); yields its DSN."""
+    admin = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{admin.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_count(dsn: str, sql: str) -> int:
+    """One count from PostgreSQL (0 while the table does not exist yet)."""
+    try:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(sql).fetchone()
+    except psycopg.Error:
+        return 0
+    return int(row[0]) if row else 0
 
 
 def peer(b: Backlog, module: str, *extra: str) -> Steady:

@@ -13,6 +13,8 @@ Every consumer runs as its own process and is measured over the steady middle of
 - warehouse: 200 ms per batch of 100 against the ideal 500 records/s;
 - poison: inventory at 0 ms draining with 1% of orders poisoned beside the same drain with
   none (healthy events/s), two interleaved pairs;
+- scale: inventory at 2 ms with 1, 2 and 3 processes on one shared PostgreSQL store
+  (BENCH_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/postgres);
 - backlog: a backlog per downstream drained by `workers all` with the file's handling times.
 """
 
@@ -159,6 +161,25 @@ def poison_cost(orders: int, pairs: int = 2) -> dict[str, Any]:
     }
 
 
+def scale_out(orders: int, counts: tuple[int, ...] = (1, 2, 3)) -> dict[str, Any]:
+    """inventory at 2 ms with 1, 2 and 3 processes sharing one PostgreSQL store."""
+    data, events = variant_data(["inventory"]), events_for(orders)
+    rows: dict[str, Any] = {}
+    for n in counts:
+        with drain.postgres_database() as dsn, drain.backlog(data, events) as b:
+            result, shares = drain.processes(b, "inventory", n, dsn)
+        rows[str(n)] = {**result.as_dict(), "core_share_per_process": [round(s, 2) for s in shares]}
+    one = rows["1"]["events_per_s"]
+    for n in counts[1:]:
+        rows[str(n)]["ratio_to_one"] = round(rows[str(n)]["events_per_s"] / one, 2)
+    return {
+        "events": len(events),
+        "processes": rows,
+        "note": "processes of python -m workers inventory (2 ms per event) on one PostgreSQL "
+        "store, shards spread by leases; core share = CPU seconds per second of the window",
+    }
+
+
 def backlog_drain(spec: TopologySpec, backlog: int) -> dict[str, Any]:
     """A backlog per downstream drained by `workers all` with the file's handling times."""
     data = variant_data(list(spec.downstreams))
@@ -183,6 +204,7 @@ async def main(orders: int, backlog: int, only: set[str]) -> dict[str, Any]:
         "inventory": ("inventory_2ms", lambda: inventory_2ms(orders)),
         "warehouse": ("warehouse_batches", lambda: warehouse_batches(orders)),
         "poison": ("poison_cost", lambda: poison_cost(3 * orders)),
+        "scale": ("scale_out", lambda: scale_out(orders)),
         "backlog": ("backlog_drain", lambda: backlog_drain(spec, backlog)),
     }
     for key, (name, step) in steps.items():
@@ -195,7 +217,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__)
     parser.add_argument("--orders", type=int, default=5000)
     parser.add_argument("--backlog", type=int, default=50_000)
-    parser.add_argument("--only", default="e2e,inventory,warehouse,poison,backlog")
+    parser.add_argument("--only", default="e2e,inventory,warehouse,poison,scale,backlog")
     args = parser.parse_args()
     configure_logging("WARNING")
     result = asyncio.run(main(args.orders, args.backlog, set(args.only.split(","))))

@@ -115,10 +115,12 @@ class Committer:
         parked = {p.order_id: p.progress for p in entries if p.event is None}
         with self.store.transaction() as tx:
             if applied:
-                self.handler.write(tx, [p.event for p in applied if p.event is not None])
                 self.store.record_applied(
                     tx, [_inbox_row(p) for p in applied], {p.order_id: p.progress for p in applied}
                 )
+                # Last: rows other processes also update (stock, points) stay locked only
+                # until the commit right after.
+                self.handler.write(tx, [p.event for p in applied if p.event is not None])
             if parked:
                 self.store.record_parked(tx, parked)
 

@@ -9,11 +9,21 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
 from workers.handlers.base import Handler
-from workers.tx import Tx, upsert_sql
+from workers.tx import Tx
 
 SEED_STOCK = 10_000
-_CURRENT = "SELECT sku, on_hand, reserved, backordered FROM stock WHERE sku IN {in}"
-_UPSERT = upsert_sql("stock", ["sku"], ["on_hand", "reserved", "backordered"])
+# One statement per SKU, relative to the row as it is when the statement runs: processes
+# sharing the store (or a second transaction) never overwrite each other's reservations.
+# `excluded.reserved` carries the quantity this batch wants.
+_RESERVE = (
+    "INSERT INTO stock (sku, on_hand, reserved, backordered) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (sku) DO UPDATE SET "
+    "on_hand = CASE WHEN stock.on_hand > excluded.reserved "
+    "THEN stock.on_hand - excluded.reserved ELSE 0 END, "
+    "backordered = stock.backordered + CASE WHEN excluded.reserved > stock.on_hand "
+    "THEN excluded.reserved - stock.on_hand ELSE 0 END, "
+    "reserved = stock.reserved + excluded.reserved"
+)
 
 
 class InventoryHandler(Handler):
@@ -33,18 +43,17 @@ class InventoryHandler(Handler):
         )
 
     def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
-        """Decrement stock for every item of every created order in the batch."""
+        """Reserve stock for every item of every created order in the batch."""
         wanted: dict[str, int] = defaultdict(int)
         for event in events:
             if isinstance(event, OrderCreatedEvent):
                 for item in event.payload.items:
                     wanted[item.sku] += item.qty
-        if not wanted:
-            return
-        current = {row[0]: row[1:] for row in tx.select_in(_CURRENT, list(wanted))}
-        rows = []
-        for sku, qty in wanted.items():
-            on_hand, reserved, backordered = current.get(sku, (SEED_STOCK, 0, 0))
-            taken = min(on_hand, qty)
-            rows.append((sku, on_hand - taken, reserved + qty, backordered + qty - taken))
-        tx.executemany(_UPSERT, rows)
+        # In SKU order, so two transactions lock their rows in the same order (no deadlock).
+        tx.executemany(
+            _RESERVE,
+            [
+                (sku, max(SEED_STOCK - qty, 0), qty, max(qty - SEED_STOCK, 0))
+                for sku, qty in sorted(wanted.items())
+            ],
+        )

@@ -10,10 +10,13 @@ from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
 from workers.handlers.base import Handler
-from workers.tx import Tx, upsert_sql
+from workers.tx import Tx
 
-_CURRENT = "SELECT sku_a, sku_b, count FROM copurchase WHERE (sku_a, sku_b) IN {in}"
-_COUNT = upsert_sql("copurchase", ["sku_a", "sku_b"], ["count"])
+# Relative to the row as the statement finds it: concurrent transactions add up.
+_COUNT = (
+    "INSERT INTO copurchase (sku_a, sku_b, count) VALUES (?, ?, ?) "
+    "ON CONFLICT (sku_a, sku_b) DO UPDATE SET count = copurchase.count + excluded.count"
+)
 
 
 class RecommendationsHandler(Handler):
@@ -40,5 +43,4 @@ class RecommendationsHandler(Handler):
                 seen.update(combinations(skus, 2))
         if not seen:
             return
-        current = {(a, b): int(n) for a, b, n in tx.select_in(_CURRENT, list(seen), width=2)}
-        tx.executemany(_COUNT, [(a, b, current.get((a, b), 0) + n) for (a, b), n in seen.items()])
+        tx.executemany(_COUNT, [(a, b, n) for (a, b), n in sorted(seen.items())])

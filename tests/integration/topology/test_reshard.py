@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
+from bench.ring import moved, ring
 from operations.cli import main
 from tests.support import topologies
 from tests.support.amqp import depth, publish_events
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
-from tests.support.ring import moved, ring
 from tests.support.workers import by_order, running_workers
 from topology import names
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.ring import moved, ring
 from operations.cli import main
 from operations.dlq import DeadLetters
 from producer.db import create_schema, make_engine
@@ -22,7 +23,6 @@ from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
 from tests.support.producer import postgres_database, running_relay, wait_for_backlog
-from tests.support.ring import moved, ring
 from tests.support.workers import by_order
 from workers.handlers.inventory import InventoryHandler
 from workers.store import DownstreamStore

@@ -118,9 +118,16 @@ async def test_three_processes_share_a_downstream_through_a_kill_and_a_join(
             await watcher
         rows = await store.inbox_rows()
         log = await _lease_log(store)
+        stock = store.metadata.tables["stock"]
+        reserved = dict(
+            await store.query(stock.select().with_only_columns(stock.c.sku, stock.c.reserved))
+        )
         await store.close()
     assert len(rows) == 3 * ORDERS and len({r.event_id for r in rows}) == 3 * ORDERS
     assert all(seqs == [1, 2, 3] for seqs in by_order(rows).values())
+    # Three processes updating the same stock rows concurrently lost no reservation: every
+    # order reserves 2 x SKU-1 and 1 x SKU-2, once.
+    assert reserved == {"SKU-1": 2 * ORDERS, "SKU-2": ORDERS}
     assert sorted(Counter(final.values()).values()) == [1, 1, 2]
     assert consumers.samples > 3 and consumers.most <= 1, "a shard had two consumers"
     _no_overlapping_leases(log, killed_pid=second.pid, killed_at_ms=killed_at * 1000)

@@ -1,5 +1,7 @@
 """Where the broker's consistent-hash ring sends each order, read off the broker itself.
 
+Used by the reshard benchmark and the reshard tests.
+
 A consistent-hash exchange maps a key by the order its bindings were made in, not by the
 queues' names: a probe exchange bound in the same order to probe queues routes every
 order id exactly as a downstream's hash exchange with that many shards does.
@@ -12,7 +14,6 @@ from collections.abc import Iterable
 
 import aio_pika
 
-from tests.support.amqp import drain
 from topology.compile import HASH_HEADER, SHARD_WEIGHT
 
 
@@ -36,10 +37,8 @@ async def ring(amqp_url: str, order_ids: Iterable[str], bindings: list[int]) -> 
             await exchange.publish(message, routing_key="")
         out: dict[str, int] = {}
         for index, queue in queues.items():
-            declared = await channel.declare_queue(queue.name, passive=True)
-            count = declared.declaration_result.message_count or 0
-            for message in await drain(channel, queue.name, count):
-                out[message.message_id or ""] = index
+            while (got := await queue.get(no_ack=True, fail=False)) is not None:
+                out[got.message_id or ""] = index
         return out
 
 
