@@ -25,7 +25,7 @@ async def run(quick: bool, with_latency: bool) -> dict[str, Any]:
     events, orders, backlog = (6000, 2000, 9000) if quick else (30_000, 5000, 50_000)
     report: dict[str, Any] = {"relay": await relay.main(events, 256, 1 if quick else 3)}
     report["workers"] = await workers.main(
-        orders, backlog, {"e2e", "inventory", "warehouse", "poison", "backlog"}
+        orders, backlog, {"e2e", "inventory", "warehouse", "poison", "scale", "backlog"}
     )
     if with_latency:
         report["latency"] = await latency_under_load(report, 10.0 if quick else 30.0)
@@ -45,6 +45,9 @@ async def latency_under_load(report: dict[str, Any], seconds: float) -> dict[str
         "seconds": seconds,
         "bus": await latency.bus_latency(workers.variant_data(["inventory"]), rate, seconds),
         "raw": await latency.raw_latency(spec, rate, seconds),
+        "reshard": await latency.reshard_wait(
+            workers.variant_data(["inventory"]), rate, seconds, grow_to=8
+        ),
         "note": "inventory (2 ms) as its own process, fed by another process at half its peak: "
         "the lower of the bus's drain rate and what the broker ingests while a raw consumer "
         "drains it; bus = publish to inbox commit, raw = publish to receipt by a consumer "
@@ -144,6 +147,35 @@ def rows(report: dict[str, Any]) -> list[Row]:
                     f"{lat['bus']['cpu_us_per_event']}",
                     f"{lat['raw']['cpu_us_per_event']}",
                     target,
+                )
+            )
+    if (lat := report.get("latency")) and (moved := lat["reshard"]["moved"]).get("p50_ms"):
+        other = lat["reshard"]["not_moved"]
+        out.append(
+            (
+                f"latency of moved orders' events, growing 4 -> 8 at {lat['rate_events_per_s']}/s",
+                f"not moved p50 {other.get('p50_ms')} / p99 {other.get('p99_ms')}",
+                f"p50 {moved['p50_ms']} / p99 {moved['p99_ms']}",
+                "",
+                "",
+                "",
+                f"{lat['reshard']['moved_orders']} of {lat['reshard']['orders']} orders moved",
+            )
+        )
+    if scale := w.get("scale_out"):
+        one = scale["processes"]["1"]
+        for n, row in scale["processes"].items():
+            if n == "1":
+                continue
+            out.append(
+                (
+                    f"inventory 2 ms, {n} processes, shared PostgreSQL store",
+                    f"1 process {one['events_per_s']:,.0f}",
+                    f"{row['events_per_s']:,.0f}",
+                    f"{row['ratio_to_one']}",
+                    f"{row['cpu_us_per_event']}",
+                    f"{one['cpu_us_per_event']}",
+                    "2 ≥ 1.5 where a core is free",
                 )
             )
     if catch_up := w.get("backlog_drain"):

@@ -21,8 +21,11 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bench.common import fresh_vhost, workers_env
 from bench.measure import tree_cpu
+from bench.ring import moved, ring
 from common.settings import Settings, vhost_of
 from topology import names
+from topology.apply import apply_plan, plan_against
+from topology.compile import compile_topology
 from topology.management import ManagementClient
 from topology.spec import TopologySpec
 from workers.launch import worker_command
@@ -31,6 +34,8 @@ _SETTLE_SECONDS = 60.0
 
 
 def _quantiles(samples: list[float]) -> dict[str, Any]:
+    if len(samples) < 2:
+        return {"events": len(samples)}
     cuts = statistics.quantiles(samples, n=100)
     return {
         "events": len(samples),
@@ -143,3 +148,69 @@ async def _raw(
                     raise RuntimeError(f"only {len(received)} of {len(sent)} received")
                 await asyncio.sleep(0.1)
     return sent
+
+
+async def reshard_wait(data: Any, rate: float, seconds: float, grow_to: int) -> dict[str, Any]:
+    """Publish-to-applied latency of orders moved by growing inventory's shards mid-feed.
+
+    `python -m workers inventory` runs fed at `rate`; a third of the way in, the topology
+    grows to `grow_to` shards (a live `apply`). Orders the ring moved (read off the broker)
+    have their later events land on a new shard, where they wait for their earlier ones.
+    """
+    spec = TopologySpec.model_validate(data)
+    shards = spec.downstreams["inventory"].shards
+    with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
+        env = workers_env(url, data, Path(tmp))
+        worker = await asyncio.create_subprocess_exec(*worker_command("inventory"), env=env)
+        try:
+            await _consuming(vhost_of(url), shards)
+            feeding = asyncio.create_task(_feed(url, rate, seconds, Path(tmp)))
+            await asyncio.sleep(seconds / 3)
+            grown = {
+                **data,
+                "downstreams": {
+                    "inventory": {**data["downstreams"]["inventory"], "shards": grow_to}
+                },
+            }
+            _apply(TopologySpec.model_validate(grown), vhost_of(url))
+            grew_at = time.time()
+            sent = await feeding
+            deadline = time.monotonic() + _SETTLE_SECONDS
+            while len(rows := _inbox(Path(tmp) / "inventory.db")) < len(sent):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(rows)} of {len(sent)} applied")
+                await asyncio.sleep(0.2)
+            orders = sorted({order for order, _ in rows.values()})
+            before = await ring(url, orders, list(range(shards)))
+            after = await ring(url, orders, list(range(grow_to)))
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await worker.wait()
+    shifted = moved(before, after)
+    after_grow = {e: t for e, t in sent.items() if t >= grew_at}
+    waits_moved = [rows[e][1] - t for e, t in after_grow.items() if rows[e][0] in shifted]
+    waits_other = [rows[e][1] - t for e, t in after_grow.items() if rows[e][0] not in shifted]
+    return {
+        "shards": f"{shards} -> {grow_to}",
+        "rate_events_per_s": round(rate),
+        "orders": len(orders),
+        "moved_orders": len(shifted),
+        "moved": _quantiles(waits_moved),
+        "not_moved": _quantiles(waits_other),
+    }
+
+
+def _inbox(store: Path) -> dict[str, tuple[str, float]]:
+    """event_id -> (order_id, applied time) from a SQLite store."""
+    try:
+        with contextlib.closing(sqlite3.connect(store, timeout=5)) as db:
+            rows = db.execute("SELECT event_id, order_id, applied_at_us FROM inbox").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {event_id: (order_id, us / 1e6) for event_id, order_id, us in rows}
+
+
+def _apply(spec: TopologySpec, vhost: str) -> None:
+    settings = Settings()
+    with ManagementClient(settings.rabbitmq_management_url) as client:
+        apply_plan(client, plan_against(client, spec, compile_topology(spec), vhost))

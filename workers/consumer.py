@@ -37,7 +37,7 @@ from workers.store import DownstreamStore
 
 log = structlog.get_logger("workers")
 DRAIN_SECONDS = 15.0
-DISCOVER_EVERY = 5  # rounds between looks at the broker for shards created or deleted
+DISCOVER_EVERY = 1  # rounds between looks at the broker for shards created or deleted
 
 
 @dataclass
