@@ -14,6 +14,7 @@ import contextlib
 import os
 import ssl
 from collections.abc import Callable
+from functools import partial
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -24,7 +25,7 @@ from pamqp.common import FieldTable
 from pamqp.header import ProtocolHeader
 
 from common import frames as f
-from common.amqp import CONNECT_TIMEOUT, Received, connection_name
+from common.amqp import CONNECT_TIMEOUT, Received, connection_name, first_answering
 from common.settings import vhost_of
 
 log = structlog.get_logger("common.consuming")
@@ -375,7 +376,12 @@ def _ssl_context(query: dict[str, str]) -> ssl.SSLContext:
 
 
 async def open_consumer(amqp_url: str, role: str) -> ConsumerConnection:
-    """Connect (amqp:// or amqps:// with the URL's cafile/certfile/keyfile) and log in."""
+    """Connect to the first node of `amqp_url` that answers (amqp:// or amqps:// with the
+    URL's cafile/certfile/keyfile) and log in."""
+    return await first_answering(amqp_url, partial(_open, role=role))
+
+
+async def _open(amqp_url: str, role: str) -> ConsumerConnection:
     name = connection_name(role)
     parts = urlsplit(amqp_url)
     query = dict(parse_qsl(parts.query))

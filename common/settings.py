@@ -23,7 +23,8 @@ class Settings(BaseSettings):
 
     amqp_url: str = Field(
         default="amqp://guest:guest@localhost:5672/",
-        description="AMQP URL; its path is the vhost ('/' or empty means the default vhost).",
+        description="AMQP URL; its path is the vhost ('/' or empty means the default vhost). "
+        "A cluster: several URLs separated by commas, tried in turn when a node does not answer.",
     )
     amqp_ca_file: Path | None = Field(
         default=None, description="CA bundle that signs the broker's certificate (amqps:// only)."
@@ -36,7 +37,8 @@ class Settings(BaseSettings):
     )
     rabbitmq_management_url: str = Field(
         default="http://guest:guest@localhost:15672",
-        description="Management HTTP API base URL with credentials.",
+        description="Management HTTP API base URL with credentials (a cluster: several, "
+        "separated by commas).",
     )
     rabbitmq_management_ca_file: Path | None = Field(
         default=None,
@@ -55,7 +57,7 @@ class Settings(BaseSettings):
         given = {k: v for k, v in files.items() if v is not None}
         if not given:
             return self
-        if urlsplit(self.amqp_url).scheme != "amqps":
+        if any(urlsplit(u).scheme != "amqps" for u in addresses(self.amqp_url)):
             raise ValueError("AMQP_CA_FILE / AMQP_CERT_FILE / AMQP_KEY_FILE need an amqps:// URL")
         if ("certfile" in given) != ("keyfile" in given):
             raise ValueError("AMQP_CERT_FILE and AMQP_KEY_FILE go together")
@@ -64,7 +66,15 @@ class Settings(BaseSettings):
             raise ValueError(f"TLS file(s) not found: {', '.join(missing)}")
         # aiormq reads cafile/certfile/keyfile from the URL's query, so every component that
         # connects with settings.amqp_url gets the same TLS context.
-        self.amqp_url = with_query(self.amqp_url, {k: str(v) for k, v in given.items()})
+        params = {k: str(v) for k, v in given.items()}
+        self.amqp_url = ",".join(with_query(u, params) for u in addresses(self.amqp_url))
+        return self
+
+    @model_validator(mode="after")
+    def _urls_agree(self) -> Self:
+        vhosts = {vhost_of(u) for u in addresses(self.amqp_url)}
+        if len(vhosts) > 1:
+            raise ValueError(f"AMQP_URL: the addresses name different vhosts ({sorted(vhosts)})")
         return self
 
     @property
@@ -99,9 +109,15 @@ def load_settings(kind: type[Settings] = Settings) -> Settings:
         raise SettingsError(f"bad setting in the environment: {problems}") from None
 
 
+def addresses(urls: str) -> list[str]:
+    """The URLs of a comma-separated list (one node's URL is a list of one)."""
+    return [u.strip() for u in urls.split(",") if u.strip()]
+
+
 def vhost_of(amqp_url: str) -> str:
-    """Return the vhost an AMQP URL points at (an empty path means '/')."""
-    path = urlsplit(amqp_url).path
+    """Return the vhost an AMQP URL (or the first of a list) points at ('' means '/')."""
+    first = addresses(amqp_url)
+    path = urlsplit(first[0] if first else "").path
     if path in ("", "/"):
         return "/"
     return unquote(path[1:])
@@ -115,6 +131,6 @@ def with_query(url: str, params: dict[str, str]) -> str:
 
 
 def with_vhost(amqp_url: str, vhost: str) -> str:
-    """Return the AMQP URL pointed at another vhost."""
-    parts = urlsplit(amqp_url)
-    return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    """Return the AMQP URL (each of a list) pointed at another vhost."""
+    path = "/" + quote(vhost, safe="")
+    return ",".join(urlunsplit(urlsplit(u)._replace(path=path)) for u in addresses(amqp_url))

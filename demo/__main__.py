@@ -20,13 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.amqp import queue_depth
+from common.amqp import connect, queue_depth
 from common.settings import Settings, SettingsError, load_settings, with_vhost
 from demo.report import Check, check_store, read_truth
 from operations.dlq import DeadLetters
@@ -150,7 +149,7 @@ async def watch(
         TimeElapsedColumn(),
         console=console,
     )
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url, "demo")
     deadline = time.monotonic() + within
     async with connection:
         channel = await connection.channel()

@@ -12,7 +12,7 @@ from typing import Any
 import aio_pika
 from aiormq.abc import DeliveredMessage
 
-from common.amqp import Received, queue_depth
+from common.amqp import Received, connect, queue_depth
 from events import headers as h
 from events.codec import republished
 from topology import names
@@ -99,7 +99,7 @@ class DeadLetters:
         self.messages: list[DeadMessage] = []
 
     async def __aenter__(self) -> DeadLetters:
-        self._connection = await aio_pika.connect(self.amqp_url)
+        self._connection = await connect(self.amqp_url, "operator:dlq")
         # A redrive the hash exchange cannot route raises; its DLQ copy stays.
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from common.amqp import connect
 from events import headers as h
 from events.codec import republished
 from topology import names
@@ -55,7 +55,7 @@ async def replay(
 ) -> ReplayStats:
     """Publish the stream's events from `since` to the downstream's hash exchange only."""
     stats = ReplayStats()
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url, "operator:replay")
     async with connection:
         reader = await connection.channel()
         await reader.set_qos(prefetch_count=500)  # streams need a prefetch

@@ -6,9 +6,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import aio_pika
-
-from common.amqp import queue_depth
+from common.amqp import connect, queue_depth
 from events.headers import PARKING_REASONS
 from operations.dlq import DeadLetters
 from topology import names
@@ -48,7 +46,7 @@ async def gather(
     """Read every downstream's figures: exact depths by passive declare, the rest from the API."""
     stats = {q["name"]: q for q in client.list_objects("queues", vhost)}
     owners = shard_owners(client, vhost)
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url, "operator:status")
     async with connection:
         channel = await connection.channel()
         return [

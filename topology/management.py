@@ -10,6 +10,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
+from common.settings import addresses
 from topology.model import BindingDef, BrokerObjects, ExchangeDef, PolicyDef, QueueDef
 
 
@@ -27,21 +28,28 @@ def _binding_path(vhost: str, b: BindingDef) -> str:
 
 
 class ManagementClient:
-    """Typed access to the management API of one broker."""
+    """Typed access to the management API of one broker, or of a cluster's nodes.
+
+    `url` may list several nodes, separated by commas: a request a node does not answer goes
+    to the next, and the one that answered is asked first next time.
+    """
 
     def __init__(self, url: str, timeout: float = 15.0, ca_file: Path | None = None) -> None:
-        parts = urlsplit(url)
-        user, password = unquote(parts.username or "guest"), unquote(parts.password or "guest")
-        host = parts.hostname or "localhost"
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        self.base_url = urlunsplit((parts.scheme or "http", netloc, parts.path.rstrip("/"), "", ""))
+        verify = ssl.create_default_context(cafile=ca_file) if ca_file else True
+        self._nodes: list[tuple[str, httpx.Client]] = []
+        for one in addresses(url):
+            parts = urlsplit(one)
+            user = unquote(parts.username or "guest")
+            password = unquote(parts.password or "guest")
+            host = parts.hostname or "localhost"
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            base = urlunsplit((parts.scheme or "http", netloc, parts.path.rstrip("/"), "", ""))
+            client = httpx.Client(
+                base_url=base + "/api", auth=(user, password), timeout=timeout, verify=verify
+            )
+            self._nodes.append((base, client))
         self.user = user
-        self._http = httpx.Client(
-            base_url=self.base_url + "/api",
-            auth=(user, password),
-            timeout=timeout,
-            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
-        )
+        self.base_url = self._nodes[0][0]
 
     def __enter__(self) -> ManagementClient:
         return self
@@ -55,17 +63,37 @@ class ManagementClient:
         self.close()
 
     def close(self) -> None:
-        """Close the HTTP connection pool."""
-        self._http.close()
+        """Close the HTTP connection pools."""
+        for _, client in self._nodes:
+            client.close()
 
-    def _request(self, method: str, path: str, json: Any = None, ok404: bool = False) -> Any:
-        try:
-            response = self._http.request(method, path, json=json)
-        except httpx.TransportError as exc:
-            raise ManagementError(
-                f"cannot reach the RabbitMQ management API at {self.base_url} ({exc}); "
-                "is the broker up with rabbitmq_management enabled? (scripts/broker-up)"
-            ) from None
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The request on the first node that answers (the last that did goes first)."""
+        failures = []
+        for _ in range(len(self._nodes)):
+            base, client = self._nodes[0]
+            try:
+                response = client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                failures.append(f"{base} ({exc})")
+                self._nodes.append(self._nodes.pop(0))
+                continue
+            self.base_url = base
+            return response
+        raise ManagementError(
+            f"cannot reach the RabbitMQ management API at {'; '.join(failures)}; "
+            "is the broker up with rabbitmq_management enabled? (scripts/broker-up)"
+        )
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        ok404: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        response = self._send(method, path, json=json, headers=headers)
         if response.status_code == 404 and ok404:
             return None
         if response.status_code == 401:
@@ -205,11 +233,9 @@ class ManagementClient:
 
     def close_connection(self, name: str, reason: str = "closed by operator") -> None:
         """Force-close one client connection."""
-        self._http.headers["X-Reason"] = reason
-        try:
-            self._request("DELETE", f"/connections/{_q(name)}", ok404=True)
-        finally:
-            del self._http.headers["X-Reason"]
+        self._request(
+            "DELETE", f"/connections/{_q(name)}", ok404=True, headers={"X-Reason": reason}
+        )
 
     # --- writing -----------------------------------------------------------------
 

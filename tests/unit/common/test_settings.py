@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from common.settings import Settings, SettingsError, load_settings, with_vhost
+from common.settings import Settings, SettingsError, addresses, load_settings, with_vhost
 from workers.settings import WorkerSettings
 
 
@@ -65,3 +65,22 @@ def test_bad_settings_give_one_readable_error(
     with pytest.raises(SettingsError, match="bad setting") as caught:
         load_settings(WorkerSettings)  # the shared settings and the workers' own
     assert says in str(caught.value)
+
+
+def test_a_cluster_is_several_urls_with_one_vhost(tmp_path: Path) -> None:
+    ca, *_ = _files(tmp_path)
+    urls = "amqps://u:p@n1:5671/orders, amqps://u:p@n2:5671/orders"
+    s = Settings(amqp_url=urls, amqp_ca_file=ca)
+    assert s.vhost == "orders"
+    assert [urlsplit(u).hostname for u in addresses(s.amqp_url)] == ["n1", "n2"]
+    assert all(parse_qs(urlsplit(u).query) == {"cafile": [str(ca)]} for u in addresses(s.amqp_url))
+    moved = with_vhost(s.amqp_url, "other")
+    assert [urlsplit(u).path for u in addresses(moved)] == ["/other", "/other"]
+
+
+def test_cluster_urls_naming_different_vhosts_are_one_readable_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AMQP_URL", "amqp://n1/a,amqp://n2/b")
+    with pytest.raises(SettingsError, match="different vhosts"):
+        load_settings()
