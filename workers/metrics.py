@@ -84,6 +84,10 @@ class WorkerMetrics:
         self.deferred = counter("bus_worker_deferred", "Events deferred for a missing predecessor")
         self.retried = counter("bus_worker_retried", "Events sent to a retry tier", "tier")
         self.dead = counter("bus_worker_dead_lettered", "Events sent to the DLQ", "reason")
+        self.republish_nacked = counter(
+            "bus_worker_republish_nacked",
+            "Retry or DLQ republishes the broker nacked (tried again in place)",
+        )
         self.lag = gauge("bus_worker_lag_messages", "Messages waiting in the downstream's shards")
         self.scale_out = gauge(
             "bus_worker_scale_out_recommended", "1 when the lag passes the file's scale_out_lag"
@@ -114,6 +118,7 @@ class DownstreamMetrics:
         self.handler_seconds = m.handler_seconds.labels(downstream)
         self.end_to_end_seconds = m.end_to_end_seconds.labels(downstream)
         self.retried = {t: m.retried.labels(downstream, t) for t in tiers}
+        self.republish_nacked = m.republish_nacked.labels(downstream)
         self.dead = {r: m.dead.labels(downstream, r.value) for r in DeadReason}
 
 
