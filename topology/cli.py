@@ -9,12 +9,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-from topology import reshard
+from topology import replicas, reshard
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.commands import EXIT_ERROR, EXIT_OK, EXIT_PENDING, Command, Context
 from topology.compile import compile_topology
 from topology.diagram import document
 from topology.export import definitions
+from topology.management import ManagementClient
 from topology.plan import Action, Change, Plan, Reshard
 
 _STYLE = {
@@ -52,6 +53,7 @@ def run_apply(args: argparse.Namespace, ctx: Context) -> int:
         if not plan.pending:
             out.print(f"vhost {plan.vhost!r}: nothing to change")
             _notes(out, plan)
+            _balance(out, client)
             return EXIT_OK
         try:
             with Status("", console=ctx.err) as status:
@@ -76,12 +78,29 @@ def run_apply(args: argparse.Namespace, ctx: Context) -> int:
             return EXIT_ERROR
         except reshard.DrainTimeout as exc:
             return ctx.fail(str(exc))
+        _balance(out, client)
     kept = [] if args.prune else plan.of(Action.EXTRA)
     out.print(f"vhost {plan.vhost!r}: applied {len(done)} change(s)")
     _notes(out, plan)
     if kept:
         out.print(f"{len(kept)} object(s) on the broker are not in the file; kept (use --prune)")
     return EXIT_OK
+
+
+def _balance(out: Console, client: ManagementClient) -> None:
+    """On a cluster, move quorum queue leaders off the nodes that lead more than their share."""
+    moved = replicas.balance_leaders(client)
+    if moved is None:
+        return
+    before, after = (", ".join(f"{n} {c}" for n, c in sorted(x.items())) for x in moved)
+    state = (
+        "balanced"
+        if replicas.balanced(moved[1])
+        else f"[yellow]still moving after {replicas.BALANCE_WITHIN:.0f} s; the broker goes on[/]"
+    )
+    out.print(
+        f"quorum leaders rebalanced (all vhosts): {before} -> {after} ({state})", highlight=False
+    )
 
 
 def _apply_arguments(parser: argparse.ArgumentParser) -> None:

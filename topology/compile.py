@@ -5,11 +5,16 @@ from __future__ import annotations
 from events import headers
 from topology import names
 from topology.model import BindingDef, BrokerObjects, ExchangeDef, JsonDict, PolicyDef, QueueDef
-from topology.spec import DownstreamSpec, QueueType, TopologySpec
+from topology.spec import DownstreamSpec, QueueType, ReplicationSpec, TopologySpec
 
 HASH_HEADER = headers.ORDER_ID
 # Every shard is bound with the same weight, so each gets an equal share of the hash ring.
 SHARD_WEIGHT = "1"
+# Read only when a queue is created: a live queue keeps its members and leader.
+GROUP_SIZE_ARG = "x-quorum-initial-group-size"
+STREAM_REPLICAS_ARG = "x-initial-cluster-size"
+LEADER_LOCATOR_ARG = "x-queue-leader-locator"
+CREATION_ONLY_ARGS = frozenset({GROUP_SIZE_ARG, STREAM_REPLICAS_ARG, LEADER_LOCATOR_ARG})
 
 
 def compile_topology(spec: TopologySpec) -> BrokerObjects:
@@ -25,9 +30,10 @@ def _compile_entry(spec: TopologySpec, out: BrokerObjects) -> None:
     ex, log = spec.exchange, spec.log
     out.add(ExchangeDef(ex.name, "topic", {"alternate-exchange": ex.alternate_exchange}))
     out.add(ExchangeDef(ex.alternate_exchange, "fanout"))
-    out.add(QueueDef(ex.alternate_exchange, {"x-queue-type": "quorum"}))
+    quorum = _queue_args(QueueType.QUORUM, spec.replication)
+    out.add(QueueDef(ex.alternate_exchange, quorum))
     out.add(BindingDef(ex.alternate_exchange, ex.alternate_exchange, "queue", ""))
-    out.add(QueueDef(log.name, {"x-queue-type": "stream"}))
+    out.add(QueueDef(log.name, _stream_args(spec.replication)))
     for key in log.routing_keys:
         out.add(BindingDef(ex.name, log.name, "queue", key))
     out.add(
@@ -44,7 +50,7 @@ def _compile_entry(spec: TopologySpec, out: BrokerObjects) -> None:
 
 
 def _compile_downstream(spec: TopologySpec, d: str, ds: DownstreamSpec, out: BrokerObjects) -> None:
-    qtype = {"x-queue-type": ds.queue_type.value}
+    qtype = _queue_args(ds.queue_type, spec.replication_of(d))
     hash_ex = names.hash_exchange(d)
     out.add(ExchangeDef(hash_ex, "x-consistent-hash", {"hash-header": HASH_HEADER}))
     for key in ds.routing_keys:
@@ -70,6 +76,23 @@ def _compile_downstream(spec: TopologySpec, d: str, ds: DownstreamSpec, out: Bro
     out.add(ExchangeDef(dead_ex, "fanout"))
     out.add(QueueDef(dlq, dict(qtype)))
     out.add(BindingDef(dead_ex, dlq, "queue", ""))
+
+
+def _queue_args(queue_type: QueueType, replication: ReplicationSpec) -> JsonDict:
+    args: JsonDict = {"x-queue-type": queue_type.value}
+    if queue_type is QueueType.QUORUM:
+        if replication.group_size is not None:
+            args[GROUP_SIZE_ARG] = replication.group_size
+        args[LEADER_LOCATOR_ARG] = replication.leader_locator.value
+    return args
+
+
+def _stream_args(replication: ReplicationSpec) -> JsonDict:
+    args: JsonDict = {"x-queue-type": "stream"}
+    if replication.group_size is not None:
+        args[STREAM_REPLICAS_ARG] = replication.group_size
+    args[LEADER_LOCATOR_ARG] = replication.leader_locator.value
+    return args
 
 
 def _shard_policy(d: str, ds: DownstreamSpec) -> JsonDict:

@@ -117,6 +117,15 @@ class ManagementClient:
         result: dict[str, Any] = self._request("GET", "/overview")
         return result
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's nodes (name, running), stopped ones included."""
+        result: list[dict[str, Any]] = self._request("GET", "/nodes?columns=name,running")
+        return result
+
+    def rebalance_queues(self) -> None:
+        """Ask the cluster to spread the leaders of its quorum queues (in the background)."""
+        self._request("POST", "/rebalance/queues")
+
     def vhost_exists(self, vhost: str) -> bool:
         """Whether the vhost exists."""
         return self._request("GET", f"/vhosts/{_q(vhost)}", ok404=True) is not None
@@ -157,11 +166,10 @@ class ManagementClient:
 
     # --- reading -----------------------------------------------------------------
 
-    def list_objects(self, kind: str, vhost: str) -> list[dict[str, Any]]:
-        """List exchanges, queues, bindings or policies of a vhost."""
-        result: list[dict[str, Any]] | None = self._request(
-            "GET", f"/{kind}/{_q(vhost)}", ok404=True
-        )
+    def list_objects(self, kind: str, vhost: str | None) -> list[dict[str, Any]]:
+        """List exchanges, queues, bindings or policies of a vhost (None: of every vhost)."""
+        path = f"/{kind}" if vhost is None else f"/{kind}/{_q(vhost)}"
+        result: list[dict[str, Any]] | None = self._request("GET", path, ok404=True)
         return result or []
 
     def queue(self, vhost: str, name: str) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from topology import names
+from topology.compile import CREATION_ONLY_ARGS
 from topology.model import BindingDef, BrokerObjects
 from topology.spec import TopologySpec
 
@@ -160,6 +161,10 @@ def _args_differ(want: dict[str, Any], have: dict[str, Any]) -> list[str]:
     ]
 
 
+def _lasting(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in args.items() if k not in CREATION_ONLY_ARGS}
+
+
 def _diff_exchanges(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> None:
     for name, want in desired.exchanges.items():
         have = live.exchanges.get(name)
@@ -177,6 +182,7 @@ def _diff_exchanges(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> 
 
 def _diff_queues(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: set[str]) -> None:
     skipped = [re.compile(names.shard_pattern(d)) for d in skip]
+    placed: list[str] = []
     for name, want in desired.queues.items():
         if any(p.match(name) for p in skipped):
             continue
@@ -185,9 +191,18 @@ def _diff_queues(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: 
             plan.changes.append(Change(Action.CREATE, "queue", name, want.queue_type, want))
             continue
         diffs = _fields_differ(want, have, _IMMUTABLE_QUEUE_FIELDS)
-        diffs += _args_differ(want.arguments, have.arguments)
+        diffs += _args_differ(_lasting(want.arguments), _lasting(have.arguments))
         if diffs:
             plan.changes.append(Change(Action.MIGRATE, "queue", name, "; ".join(diffs), want))
+        elif placement := _args_differ(want.arguments, have.arguments):
+            placed.append(f"{name} ({'; '.join(placement)})")
+    if placed:
+        plan.notes.append(
+            f"{len(placed)} queue(s) were created with other replication settings, which apply "
+            "only at creation (`topology status` shows their live members; `rabbitmq-queues "
+            f"grow` / `shrink` change them): {', '.join(placed[:3])}"
+            + (f" and {len(placed) - 3} more" if len(placed) > 3 else "")
+        )
     for name, have in live.queues.items():
         if name in desired.queues or name.startswith("amq.") or any(p.match(name) for p in skipped):
             continue

@@ -15,6 +15,7 @@ from topology.units import parse_duration_ms, parse_size_bytes
 
 DEFAULT_TOPOLOGY_FILE = Path(__file__).with_name("orders.yaml")
 MAX_SHARDS = 64
+MAX_REPLICAS = 9
 
 DurationMs = Annotated[int, BeforeValidator(parse_duration_ms), Field(ge=0)]
 SizeBytes = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
@@ -49,6 +50,23 @@ class QueueType(StrEnum):
 
     QUORUM = "quorum"
     CLASSIC = "classic"
+
+
+class LeaderLocator(StrEnum):
+    """Where a new quorum queue or stream puts its leader."""
+
+    BALANCED = "balanced"  # the node with the fewest leaders
+    CLIENT_LOCAL = "client-local"  # the node that received the declaration
+
+
+class ReplicationSpec(_Spec):
+    """How quorum queues and the stream replicate over a cluster's nodes (creation-time:
+    a queue keeps the members it was created with until `rabbitmq-queues grow/shrink`)."""
+
+    # Raft members per queue (None: every node); a majority of them must be up. Capped by the
+    # nodes in the cluster: on one node every queue has one member whatever this says.
+    group_size: Annotated[int | None, Field(ge=1, le=MAX_REPLICAS)] = 3
+    leader_locator: LeaderLocator = LeaderLocator.BALANCED
 
 
 class ExchangeSpec(_Spec):
@@ -114,11 +132,14 @@ class DownstreamSpec(_Spec):
     handler_time: DurationMs = 0
     batch: BatchSpec | None = None
     scale_out_lag: Annotated[int, Field(ge=1)] = 10_000
+    replication: ReplicationSpec | None = None  # None: the file's top-level replication
 
     @model_validator(mode="after")
     def _quorum_only_settings(self) -> DownstreamSpec:
         if self.queue_type is QueueType.CLASSIC and self.delivery_limit is not None:
             raise ValueError("delivery_limit needs queue_type quorum (set it to null for classic)")
+        if self.queue_type is QueueType.CLASSIC and self.replication is not None:
+            raise ValueError("replication needs queue_type quorum (classic queues have one copy)")
         return self
 
 
@@ -146,6 +167,7 @@ class TopologySpec(_Spec):
     exchange: ExchangeSpec = ExchangeSpec()
     log: LogSpec = LogSpec()
     producer: ProducerSpec = ProducerSpec()
+    replication: ReplicationSpec = ReplicationSpec()
     access: AccessSpec | None = None
     downstreams: Annotated[dict[DownstreamName, DownstreamSpec], Field(min_length=1)]
 
@@ -166,6 +188,10 @@ class TopologySpec(_Spec):
                 f"unknown downstream {name!r}; the file declares: {', '.join(self.downstreams)}"
             )
         return self.downstreams[name]
+
+    def replication_of(self, name: str) -> ReplicationSpec:
+        """A downstream's replication: its own section, else the file's."""
+        return self.downstream(name).replication or self.replication
 
     def choose(self, requested: Sequence[str]) -> list[str]:
         """Resolve 'all' (or nothing) or a list of downstream names against the file."""

@@ -17,7 +17,11 @@ def test_entry_objects() -> None:
     )
     assert objects.exchanges["orders.unroutable"].type == "fanout"
     assert objects.queues["orders.unroutable"].queue_type == "quorum"
-    assert objects.queues["orders.log"].arguments == {"x-queue-type": "stream"}
+    assert objects.queues["orders.log"].arguments == {
+        "x-queue-type": "stream",
+        "x-initial-cluster-size": 3,
+        "x-queue-leader-locator": "balanced",
+    }
     assert ("orders", "queue", "orders.log", "order.#", ()) in objects.bindings
     assert objects.policies["orders.log"].definition == {
         "max-age": "604800s",
@@ -41,6 +45,8 @@ def test_downstream_objects() -> None:
         for shard in shards:
             assert objects.queues[shard].arguments == {
                 "x-queue-type": "quorum",
+                "x-quorum-initial-group-size": 3,
+                "x-queue-leader-locator": "balanced",
                 "x-single-active-consumer": True,
             }
             assert (d, "queue", shard, "1", ()) in objects.bindings
@@ -97,3 +103,27 @@ def test_classic_and_drop_head_fall_back_to_at_most_once_dead_lettering() -> Non
         "max-length": inv["max_length"],
         "overflow": "drop-head",
     }
+
+
+def test_replication_reaches_every_replicated_queue() -> None:
+    data = topologies.default_data()
+    data["replication"] = {"group_size": 5, "leader_locator": "client-local"}
+    data["downstreams"]["warehouse"]["replication"] = {"group_size": None}
+    inv = data["downstreams"]["inventory"]
+    inv.update(queue_type="classic", delivery_limit=None)
+    objects = compile_topology(topologies.spec_of(data))
+    for queue in ("orders.unroutable", "loyalty.0", "loyalty.retry.short", "loyalty.dlq"):
+        args = objects.queues[queue].arguments
+        assert args["x-quorum-initial-group-size"] == 5, queue
+        assert args["x-queue-leader-locator"] == "client-local", queue
+    assert objects.queues["orders.log"].arguments["x-initial-cluster-size"] == 5
+    # group_size null: every node of the cluster; the locator falls back to its default
+    warehouse = objects.queues["warehouse.0"].arguments
+    assert "x-quorum-initial-group-size" not in warehouse
+    assert warehouse["x-queue-leader-locator"] == "balanced"
+    # a classic queue has one copy: no replication arguments at all
+    for queue in ("inventory.0", "inventory.retry.short", "inventory.dlq"):
+        assert objects.queues[queue].arguments["x-queue-type"] == "classic"
+        assert not {"x-quorum-initial-group-size", "x-queue-leader-locator"} & set(
+            objects.queues[queue].arguments
+        ), queue

@@ -156,3 +156,20 @@ def test_objects_not_in_the_file_are_extra() -> None:
     assert ("policy", "recommendations.shards") in extra
     assert ("binding", "orders -> exchange recommendations [order.#]") in extra
     assert not plan.of(Action.CREATE) and not plan.migrations
+
+
+def test_replication_settings_apply_at_creation_only_and_earn_a_note() -> None:
+    spec, desired = _setup()
+    live = copy.deepcopy(desired)
+    for name in ("inventory.0", "inventory.1", "loyalty.dlq", "orders.log", "warehouse.2"):
+        args = dict(live.queues[name].arguments)
+        for key in ("x-quorum-initial-group-size", "x-initial-cluster-size"):
+            args.pop(key, None)
+        args["x-queue-leader-locator"] = "client-local"
+        live.queues[name] = replace(live.queues[name], arguments=args)
+    plan = make_plan(spec, desired, live, "v")
+    assert not plan.pending
+    [note] = [n for n in plan.notes if "other replication settings" in n]
+    assert note.startswith("5 queue(s)")
+    assert "inventory.0 (" in note and "and 2 more" in note
+    assert "x-queue-leader-locator 'client-local' -> 'balanced'" in note

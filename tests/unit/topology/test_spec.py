@@ -68,6 +68,23 @@ def test_shipped_file_declares_the_five_downstreams() -> None:
             "downstreams:\n  inventory:\n    queue_type: classic\n",
             "delivery_limit needs queue_type quorum",
         ),
+        (
+            "downstreams:\n  inventory:\n    queue_type: classic\n    delivery_limit: null\n"
+            "    replication: {group_size: 3}\n",
+            "replication needs queue_type quorum",
+        ),
+        (
+            "replication: {group_size: 0}\ndownstreams:\n  inventory: {}\n",
+            "replication.group_size: Input should be greater than or equal to 1",
+        ),
+        (
+            "replication: {group_size: 10}\ndownstreams:\n  inventory: {}\n",
+            "replication.group_size: Input should be less than or equal to 9",
+        ),
+        (
+            "replication: {leader_locator: random}\ndownstreams:\n  inventory: {}\n",
+            "replication.leader_locator",
+        ),
         ("downstreams: {}\n", "downstreams: Dictionary should have at least 1 item"),
         ("downstreams:\n  orders: {}\n", "collides"),
         ("log: {max_age: 10ms}\ndownstreams:\n  inventory: {}\n", "log.max_age"),
@@ -124,3 +141,14 @@ def test_vhost_from_url() -> None:
     assert vhost_of("amqp://h/%2F") == "/"
     assert vhost_of("amqps://h:5671/bus") == "bus"
     assert vhost_of(with_vhost("amqp://u:p@h:5672/", "test-1")) == "test-1"
+
+
+def test_replication_defaults_and_per_downstream_override() -> None:
+    spec = load_spec(DEFAULT_TOPOLOGY_FILE)
+    assert (spec.replication.group_size, spec.replication.leader_locator) == (3, "balanced")
+    assert all(spec.replication_of(d) == spec.replication for d in spec.downstreams)
+    data = topologies.default_data()
+    data["downstreams"]["warehouse"]["replication"] = {"group_size": 5}
+    spec = topologies.spec_of(data)
+    assert spec.replication_of("warehouse").group_size == 5
+    assert spec.replication_of("inventory").group_size == 3
