@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from common.amqp import connect, queue_depth
@@ -11,6 +11,7 @@ from events.headers import PARKING_REASONS
 from operations.dlq import DeadLetters
 from topology import names
 from topology.management import ManagementClient
+from topology.replicas import Replicas, replicas_of, wanted_members
 from topology.spec import DownstreamSpec, TopologySpec
 
 PARKED_READ_LIMIT = 10_000
@@ -34,25 +35,62 @@ class DownstreamStatus:
     scale_out_at: int
     scale_out: bool
     owners: dict[str, str]  # shard -> the process consuming it ("-": none)
+    replicas: dict[str, Replicas] = field(default_factory=dict)  # quorum shard -> members
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
-        return asdict(self)
+        out = asdict(self)
+        out["replicas"] = {q: r.as_dict() for q, r in self.replicas.items()}
+        return out
+
+
+@dataclass
+class BusStatus:
+    """The whole vhost: the cluster's nodes, each downstream, and the log's replicas."""
+
+    vhost: str
+    nodes: dict[str, bool]  # node -> running
+    downstreams: list[DownstreamStatus]
+    log: Replicas | None
+
+    @property
+    def short(self) -> list[Replicas]:
+        """Shards (and the log) with fewer live members than the file asks for."""
+        found = [r for d in self.downstreams for r in d.replicas.values() if r.short]
+        return found + ([self.log] if self.log is not None and self.log.short else [])
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "vhost": self.vhost,
+            "nodes": self.nodes,
+            "downstreams": [d.as_dict() for d in self.downstreams],
+            "log": self.log.as_dict() if self.log else None,
+            "under_replicated": [r.queue for r in self.short],
+        }
 
 
 async def gather(
     spec: TopologySpec, amqp_url: str, client: ManagementClient, vhost: str
-) -> list[DownstreamStatus]:
+) -> BusStatus:
     """Read every downstream's figures: exact depths by passive declare, the rest from the API."""
+    nodes = {str(n["name"]): bool(n.get("running")) for n in client.nodes()}
     stats = {q["name"]: q for q in client.list_objects("queues", vhost)}
     owners = shard_owners(client, vhost)
     connection = await connect(amqp_url, "operator:status")
     async with connection:
         channel = await connection.channel()
-        return [
+        rows = [
             await _downstream(d, ds, amqp_url, channel, stats, owners)
             for d, ds in spec.downstreams.items()
         ]
+    for row in rows:
+        wanted = wanted_members(spec.replication_of(row.downstream), len(nodes))
+        quorum = [s for s in row.owners if stats[s].get("type") == "quorum"]
+        row.replicas.update({shard: replicas_of(stats[shard], wanted) for shard in quorum})
+    log = stats.get(spec.log.name)
+    wanted = wanted_members(spec.replication, len(nodes))
+    return BusStatus(vhost, nodes, rows, replicas_of(log, wanted) if log else None)
 
 
 async def _downstream(

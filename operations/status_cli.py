@@ -6,16 +6,18 @@ import argparse
 import asyncio
 import json
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
-from operations.status import DownstreamStatus, gather
+from operations.status import BusStatus, DownstreamStatus, gather
 from topology.commands import Command, Context
 from topology.management import ManagementClient
 from topology.spec import TopologySpec
 
 EXIT_OVER_LAG = 3
+EXIT_UNDER_REPLICATED = 4
 
 
 def _arguments(status: argparse.ArgumentParser) -> None:
@@ -28,6 +30,12 @@ def _arguments(status: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help=f"exit {EXIT_OVER_LAG} when any downstream's lag passes N messages (for alerting)",
+    )
+    status.add_argument(
+        "--fail-under-replicated",
+        action="store_true",
+        help=f"exit {EXIT_UNDER_REPLICATED} when a shard or the log has fewer live members "
+        "than the file asks for",
     )
 
 
@@ -45,25 +53,66 @@ async def _run(
     vhost: str,
     out: Console,
 ) -> int:
-    rows = await gather(spec, amqp_url, client, vhost)
+    status = await gather(spec, amqp_url, client, vhost)
     if args.json:
-        print(json.dumps({"vhost": vhost, "downstreams": [r.as_dict() for r in rows]}))
+        print(json.dumps(status.as_dict()))
     elif args.watch:
-        with Live(table(rows, vhost), console=out, refresh_per_second=4) as live:
+        with Live(view(status), console=out, refresh_per_second=4) as live:
             while True:
                 await asyncio.sleep(args.interval)
-                rows = await gather(spec, amqp_url, client, vhost)
-                live.update(table(rows, vhost))
+                status = await gather(spec, amqp_url, client, vhost)
+                live.update(view(status))
     else:
-        out.print(table(rows, vhost))
+        out.print(view(status))
+    err = Console(stderr=True)
     if args.fail_over_lag is not None:
-        over = [r.downstream for r in rows if r.lag_messages > args.fail_over_lag]
+        over = [r.downstream for r in status.downstreams if r.lag_messages > args.fail_over_lag]
         if over:
-            Console(stderr=True).print(
-                f"over lag {args.fail_over_lag}: {', '.join(over)}", highlight=False
-            )
+            err.print(f"over lag {args.fail_over_lag}: {', '.join(over)}", highlight=False)
             return EXIT_OVER_LAG
+    if args.fail_under_replicated and status.short:
+        short = ", ".join(r.queue for r in status.short)
+        err.print(f"under-replicated: {short}", highlight=False)
+        return EXIT_UNDER_REPLICATED
     return 0
+
+
+def view(status: BusStatus) -> RenderableType:
+    """The status table, and on a cluster its nodes, shard leaders and replica warnings."""
+    parts: list[RenderableType] = [table(status.downstreams, status.vhost)]
+    if len(status.nodes) > 1:
+        parts.append(replica_table(status))
+    groups: dict[str, list[str]] = {}
+    for r in status.short:
+        down = sorted(set(r.members) - set(r.online))
+        why = f"not live on {', '.join(down)}" if down else f"created with {len(r.members)}"
+        groups.setdefault(f"{len(r.online)} live member(s) of {r.wanted} asked ({why})", []).append(
+            r.queue
+        )
+    for why, queues in groups.items():
+        text = f"under-replicated: {len(queues)} queue(s) with {why}: {', '.join(queues)}"
+        parts.append(Text(text, style="bold red"))
+    return Group(*parts)
+
+
+def replica_table(status: BusStatus) -> Table:
+    """Each shard's (and the log's) leader and live members out of those asked for."""
+    nodes = ", ".join(
+        f"{n}{'' if up else ' [bold red](down)[/]'}" for n, up in status.nodes.items()
+    )
+    t = Table(title=f"replicas — nodes: {nodes}")
+    for column in ("queue", "leader", "live / asked", "not live"):
+        t.add_column(column)
+    every = [r for d in status.downstreams for r in d.replicas.values()]
+    for r in every + ([status.log] if status.log is not None else []):
+        live = f"{len(r.online)}/{r.wanted}"
+        t.add_row(
+            r.queue,
+            r.leader or "?",
+            f"[bold red]{live}[/]" if r.short else live,
+            " ".join(sorted(set(r.members) - set(r.online))),
+        )
+    return t
 
 
 def table(rows: list[DownstreamStatus], vhost: str) -> Table:
