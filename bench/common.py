@@ -8,12 +8,13 @@ import platform
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import yaml
 
+from common.amqp import connect
 from common.settings import Settings, with_vhost
 from events import AnyEvent, encode
 from topology.apply import apply_plan, plan_against
@@ -23,18 +24,34 @@ from topology.spec import TopologySpec, load_spec
 from workers.launch import worker_env
 
 
+@dataclass(frozen=True)
+class Target:
+    """A broker to measure on: one node or a cluster (comma-separated URLs)."""
+
+    name: str
+    amqp_url: str
+    management_url: str
+
+
+def settings_target() -> Target:
+    """The broker of AMQP_URL and RABBITMQ_MANAGEMENT_URL."""
+    settings = Settings()
+    return Target("broker", settings.amqp_url, settings.rabbitmq_management_url)
+
+
 @contextmanager
-def fresh_vhost(spec: TopologySpec | None = None) -> Iterator[tuple[str, TopologySpec]]:
+def fresh_vhost(
+    spec: TopologySpec | None = None, target: Target | None = None
+) -> Iterator[tuple[str, TopologySpec]]:
     """A new vhost with the topology applied; yields its AMQP URL and the spec."""
     settings = Settings()
     spec = spec or load_spec(settings.topology_file)
+    target = target or settings_target()
     name = f"bench-{uuid.uuid4().hex[:10]}"
-    with ManagementClient(
-        settings.rabbitmq_management_url, ca_file=settings.management_ca_file
-    ) as client:
+    with ManagementClient(target.management_url, ca_file=settings.management_ca_file) as client:
         apply_plan(client, plan_against(client, spec, compile_topology(spec), name))
         try:
-            yield with_vhost(settings.amqp_url, name), spec
+            yield with_vhost(target.amqp_url, name), spec
         finally:
             client.delete_vhost(name)
 
@@ -64,7 +81,7 @@ def workers_env(amqp_url: str, data: Any, tmp: Path) -> dict[str, str]:
 
 async def publish_all(amqp_url: str, events: Iterable[AnyEvent], window: int = 512) -> int:
     """Publish events to `orders` with a confirm window; return how many."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await connect(amqp_url, "bench:publish")
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange("orders", ensure=False)

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from bench.common import fresh_vhost, publish_all
+from bench.common import Target, fresh_vhost, publish_all
 from bench.measure import HIGH, LOW, Mark, Steady, parse_marks, steady, tree_cpu
 from events import AnyEvent
 from topology.spec import TopologySpec
@@ -61,10 +61,12 @@ class Backlog:
 
 
 @contextmanager
-def backlog(data: dict[str, Any], events: Sequence[AnyEvent]) -> Iterator[Backlog]:
+def backlog(
+    data: dict[str, Any], events: Sequence[AnyEvent], target: Target | None = None
+) -> Iterator[Backlog]:
     """Apply the topology to a fresh vhost and publish the events (before anyone consumes)."""
     spec = TopologySpec.model_validate(data)
-    with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
+    with fresh_vhost(spec, target) as (url, _), tempfile.TemporaryDirectory() as tmp:
         asyncio.run(publish_all(url, events))
         yield Backlog(url, data, spec, Path(tmp), len(events))
 
