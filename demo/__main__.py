@@ -26,7 +26,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from common.amqp import connect, queue_depth
-from common.settings import Settings, SettingsError, load_settings, with_vhost
+from common.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    with_vhost,
+    without_credentials,
+)
 from demo.report import Check, check_store, read_truth
 from operations.dlq import DeadLetters
 from topology import names
@@ -48,6 +54,16 @@ def demo_topology(path: Path) -> TopologySpec:
     return TopologySpec.model_validate(data)
 
 
+def _refused(vhost: str, work: Path) -> str | None:
+    """Why the demo will not run there: it deletes its vhost and its work folder first."""
+    if vhost in ("/", ""):
+        return "the demo deletes and recreates its vhost; it will not touch the default vhost '/'"
+    var = Path("var").resolve()
+    if not work.is_relative_to(var) or work == var:
+        return f"the demo deletes its --work folder first; it must lie inside {var}, not {work}"
+    return None
+
+
 def main() -> int:
     """Run the demo; return the exit status."""
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
@@ -66,6 +82,9 @@ def main() -> int:
         console.print(f"error: {exc}", markup=False)
         return 1
     work = args.work.resolve()
+    if refused := _refused(args.vhost, work):
+        console.print(f"[bold red]refused:[/] {refused}", highlight=False, soft_wrap=True)
+        return 1
     shutil.rmtree(work, ignore_errors=True)
     (work / "stores").mkdir(parents=True)
     spec = demo_topology(work / "orders.yaml")
@@ -233,10 +252,8 @@ def report(
             "[green]ok[/]" if c.ok else "[bold red]FAILED[/]",
         )
     console.print(table)
-    ui = settings.rabbitmq_management_url.split("@")[-1]
-    console.print(
-        f"management UI: http://{ui} (vhost {args.vhost!r}); stores in {args.work}/stores"
-    )
+    ui = without_credentials(settings.rabbitmq_management_url)
+    console.print(f"management UI: {ui} (vhost {args.vhost!r}); stores in {args.work}/stores")
     if failed:
         console.print(f"[bold red]{len(failed)} invariant(s) failed[/]")
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from topology import reshard
 from topology.access import UserDef, desired_users, password_matches
@@ -45,7 +46,18 @@ def plan_against(
     live = client.read_objects(vhost) if exists else None
     plan = make_plan(spec, desired, live, vhost)
     _plan_access(client, spec, vhost, exists, plan)
+    _count_extra_queues(client, plan)
     return plan
+
+
+def _count_extra_queues(client: ManagementClient, plan: Plan) -> None:
+    """What prune would delete with each extra queue: its messages (ready and unacked)."""
+    for i, change in enumerate(plan.changes):
+        if change.action is Action.EXTRA and change.kind == "queue":
+            found = client.queue(plan.vhost, change.name) or {}
+            count = int(found.get("messages") or 0)
+            detail = f"{change.detail}, {count} message(s)"
+            plan.changes[i] = replace(change, detail=detail, messages=count)
 
 
 def _plan_access(

@@ -45,11 +45,40 @@ def run_plan(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_PENDING if plan.pending else EXIT_OK
 
 
+def _guard_prune(args: argparse.Namespace, ctx: Context, plan: Plan) -> int | None:
+    """--prune lists what it deletes and needs --yes; a queue holding messages is kept
+    unless --force. Returns an exit status when the run must stop."""
+    extra = plan.of(Action.EXTRA)
+    if not args.prune or not extra:
+        return None
+    if not args.yes:
+        for change in extra:
+            ctx.err.print(f"  - {change.kind} {escape(change.name)} {change.detail}")
+        return ctx.fail(
+            f"refusing to prune {len(extra)} object(s) without --yes (listed above; "
+            "nothing was changed)"
+        )
+    full = [c for c in extra if c.kind == "queue" and c.messages and not args.force]
+    for change in full:
+        ctx.out.print(
+            f"[yellow]kept queue {escape(change.name)}: it holds {change.messages} message(s) "
+            "(--force deletes it)[/]"
+        )
+        plan.changes.remove(change)
+    kept = {c.name for c in full}
+    for change in [c for c in plan.of(Action.EXTRA) if c.kind == "binding"]:
+        if change.obj.destination_type == "queue" and change.obj.destination in kept:
+            plan.changes.remove(change)  # a kept queue keeps its bindings
+    return None
+
+
 def run_apply(args: argparse.Namespace, ctx: Context) -> int:
     """Create what is missing, change policies live, and with --prune delete what is extra."""
     out = ctx.out
     with ctx.management() as client:
         plan = plan_against(client, ctx.spec, compile_topology(ctx.spec), ctx.vhost)
+        if (stop := _guard_prune(args, ctx, plan)) is not None:
+            return stop
         if not plan.pending:
             out.print(f"vhost {plan.vhost!r}: nothing to change")
             _notes(out, plan)
@@ -104,7 +133,16 @@ def _balance(out: Console, client: ManagementClient) -> None:
 
 
 def _apply_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prune", action="store_true", help="also delete objects not in the file")
+    parser.add_argument(
+        "--prune",
+        action="store_true",
+        help="also delete what the file no longer has (only objects of the bus's naming scheme; "
+        "needs --yes)",
+    )
+    parser.add_argument("--yes", action="store_true", help="confirm what --prune deletes")
+    parser.add_argument(
+        "--force", action="store_true", help="let --prune delete queues that still hold messages"
+    )
     parser.add_argument(
         "--drain-timeout",
         type=float,

@@ -35,6 +35,7 @@ class Change:
     name: str
     detail: str = ""
     obj: Any = field(default=None, compare=False)
+    messages: int | None = field(default=None, compare=False)  # an extra queue's, when read
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class Plan:
     vhost: str
     changes: list[Change] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    foreign: list[str] = field(default_factory=list)  # not in the naming scheme: never pruned
+
+    def extra(self, kind: str, name: str, detail: str, obj: Any, owned: bool) -> None:
+        """An object not in the file: prunable when the naming scheme says it is ours."""
+        if owned:
+            self.changes.append(Change(Action.EXTRA, kind, name, detail, obj))
+        else:
+            self.foreign.append(f"{kind} {name}")
 
     def of(self, action: Action) -> list[Change]:
         """The changes of one action."""
@@ -89,10 +98,18 @@ def make_plan(
         plan.changes.append(Change(Action.CREATE, "vhost", vhost))
         live = BrokerObjects()
     resharded = _reshards(spec, live, plan)
-    _diff_exchanges(desired, live, plan)
-    _diff_queues(desired, live, plan, skip=resharded)
-    _diff_policies(desired, live, plan)
-    _diff_bindings(desired, live, plan, skip=resharded)
+    entry = {spec.exchange.name, spec.exchange.alternate_exchange, spec.log.name}
+    _diff_exchanges(desired, live, plan, entry)
+    _diff_queues(desired, live, plan, resharded, entry)
+    _diff_policies(desired, live, plan, entry)
+    _diff_bindings(desired, live, plan, resharded, entry)
+    if plan.foreign:
+        shown = ", ".join(plan.foreign[:5])
+        more = f" and {len(plan.foreign) - 5} more" if len(plan.foreign) > 5 else ""
+        plan.notes.append(
+            f"{len(plan.foreign)} object(s) on the broker are outside the bus's naming scheme "
+            f"and are never pruned: {shown}{more}"
+        )
     return plan
 
 
@@ -165,7 +182,9 @@ def _lasting(args: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if k not in CREATION_ONLY_ARGS}
 
 
-def _diff_exchanges(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> None:
+def _diff_exchanges(
+    desired: BrokerObjects, live: BrokerObjects, plan: Plan, entry: set[str]
+) -> None:
     for name, want in desired.exchanges.items():
         have = live.exchanges.get(name)
         if have is None:
@@ -177,10 +196,13 @@ def _diff_exchanges(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> 
             plan.changes.append(Change(Action.MIGRATE, "exchange", name, "; ".join(diffs), want))
     for name, have in live.exchanges.items():
         if name not in desired.exchanges and name and not name.startswith("amq."):
-            plan.changes.append(Change(Action.EXTRA, "exchange", name, have.type, have))
+            ours = names.owned("exchange", name, entry, have.type)
+            plan.extra("exchange", name, have.type, have, ours)
 
 
-def _diff_queues(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: set[str]) -> None:
+def _diff_queues(
+    desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: set[str], entry: set[str]
+) -> None:
     skipped = [re.compile(names.shard_pattern(d)) for d in skip]
     placed: list[str] = []
     for name, want in desired.queues.items():
@@ -206,10 +228,12 @@ def _diff_queues(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: 
     for name, have in live.queues.items():
         if name in desired.queues or name.startswith("amq.") or any(p.match(name) for p in skipped):
             continue
-        plan.changes.append(Change(Action.EXTRA, "queue", name, have.queue_type, have))
+        plan.extra("queue", name, have.queue_type, have, names.owned("queue", name, entry))
 
 
-def _diff_policies(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> None:
+def _diff_policies(
+    desired: BrokerObjects, live: BrokerObjects, plan: Plan, entry: set[str]
+) -> None:
     for name, want in desired.policies.items():
         have = live.policies.get(name)
         if have is None:
@@ -223,15 +247,21 @@ def _diff_policies(desired: BrokerObjects, live: BrokerObjects, plan: Plan) -> N
             plan.changes.append(Change(Action.UPDATE, "policy", name, "; ".join(diffs), want))
     for name, have in live.policies.items():
         if name not in desired.policies:
-            plan.changes.append(Change(Action.EXTRA, "policy", name, have.pattern, have))
+            plan.extra("policy", name, have.pattern, have, names.owned("policy", name, entry))
 
 
-def _diff_bindings(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: set[str]) -> None:
+def _diff_bindings(
+    desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip: set[str], entry: set[str]
+) -> None:
     def label(b: BindingDef) -> str:
         return f"{b.source} -> {b.destination_type} {b.destination} [{b.routing_key}]"
 
     def resharded(b: BindingDef) -> bool:
         return b.source in skip and b.destination_type == "queue"
+
+    def ours(name: str, kind: str) -> bool:
+        exchange = live.exchanges.get(name) if kind == "exchange" else None
+        return names.owned(kind, name, entry, exchange.type if exchange else None)
 
     for key, want in desired.bindings.items():
         if key not in live.bindings and not resharded(want):
@@ -239,7 +269,13 @@ def _diff_bindings(desired: BrokerObjects, live: BrokerObjects, plan: Plan, skip
     for key, have in live.bindings.items():
         # Bindings of the default exchange are implicit and cannot be removed.
         if key not in desired.bindings and have.source and not resharded(have):
-            plan.changes.append(Change(Action.EXTRA, "binding", label(have), "", have))
+            plan.extra(
+                "binding",
+                label(have),
+                "",
+                have,
+                ours(have.source, "exchange") and ours(have.destination, have.destination_type),
+            )
 
 
 def _render(definition: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,48 @@ from tests.support.fixtures import Vhost
 pytestmark = pytest.mark.integration
 
 
-def test_demo_runs_end_to_end_and_every_invariant_holds(vhost: Vhost, tmp_path: Path) -> None:
+def _demo(vhost: Vhost, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "RABBITMQ_MANAGEMENT_URL": vhost.management_url,
+        "AMQP_URL": vhost.amqp_url,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "demo", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("vhost_name", ["/", ""])
+def test_the_demo_refuses_the_default_vhost(vhost: Vhost, vhost_name: str) -> None:
+    done = _demo(vhost, "--vhost", vhost_name, "--orders", "1")
+    assert done.returncode == 1
+    assert "will not touch the default vhost" in done.stdout + done.stderr
+    assert vhost.client.vhost_exists("/")
+
+
+def test_the_demo_refuses_a_work_folder_outside_var(vhost: Vhost, tmp_path: Path) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    done = _demo(vhost, "--vhost", vhost.name, "--work", str(tmp_path), "--orders", "1")
+    assert done.returncode == 1
+    assert "must lie inside" in done.stdout + done.stderr
+    assert precious.read_text() == "keep me"
+
+
+def test_demo_runs_end_to_end_and_every_invariant_holds(vhost: Vhost) -> None:
+    work = Path("var") / f"test-{vhost.name}"
+    try:
+        _run_demo(vhost, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_demo(vhost: Vhost, work: Path) -> None:
     env = {
         **os.environ,
         "RABBITMQ_MANAGEMENT_URL": vhost.management_url,
@@ -37,7 +79,7 @@ def test_demo_runs_end_to_end_and_every_invariant_holds(vhost: Vhost, tmp_path: 
             "--vhost",
             vhost.name,
             "--work",
-            str(tmp_path),
+            str(work),
             "--json",
             "--timeout",
             "180",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -13,8 +14,9 @@ from operations.cli import main
 from tests.support import topologies
 from tests.support.amqp import publish_confirmed
 from tests.support.fixtures import Vhost
-from tests.support.polling import eventually
+from tests.support.polling import eventually, eventually_sync
 from topology.compile import compile_topology
+from topology.model import BindingDef, QueueDef
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +156,13 @@ def test_migrations_are_refused_and_nothing_changes(
     } == policies_before
 
 
+async def _publish_to(vhost: Vhost, queue: str) -> None:
+    connection = await aio_pika.connect(vhost.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=queue)
+
+
 def test_prune_deletes_what_the_file_no_longer_has(
     vhost: Vhost,
     monkeypatch: pytest.MonkeyPatch,
@@ -169,13 +178,48 @@ def test_prune_deletes_what_the_file_no_longer_has(
     assert "not in the file; kept" in capsys.readouterr().out
     assert "recommendations.0" in _live_names(vhost)["queues"]
     assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 2
-    assert _cli(vhost, monkeypatch, "--file", str(path), "apply", "--prune") == 0
+    # A queue of the user's own, bound to `orders`, outside the bus's naming scheme.
+    vhost.client.declare_queue(vhost.name, QueueDef("billing", {"x-queue-type": "classic"}))
+    vhost.client.bind(vhost.name, BindingDef("orders", "billing", "queue", "order.#"))
+    # One of the old downstream's shards still holds a message.
+    asyncio.run(_publish_to(vhost, "recommendations.2"))
+    eventually_sync(
+        lambda: (vhost.client.queue(vhost.name, "recommendations.2") or {}).get("messages") == 1,
+        within=30,
+        what="the management API counting the message",
+    )
+    capsys.readouterr()
+    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 2
+    shown = capsys.readouterr().out
+    assert "recommendations.2" in shown and "1 message(s)" in shown
+    assert "never pruned: queue billing" in shown
+
+    # Without --yes: the list and a refusal, nothing touched.
+    assert _cli(vhost, monkeypatch, "--file", str(path), "apply", "--prune") == 1
+    refused = capsys.readouterr().err
+    assert "refusing to prune" in refused and "recommendations.0" in refused
+    assert "recommendations.0" in _live_names(vhost)["queues"]
+
+    # With --yes: everything of the old downstream goes but the queue holding a message.
+    assert _cli(vhost, monkeypatch, "--file", str(path), "apply", "--prune", "--yes") == 0
+    assert "kept queue recommendations.2: it holds 1 message(s)" in capsys.readouterr().out
+    live = _live_names(vhost)
+    assert {n for n in live["queues"] if n.startswith("recommendations")} == {"recommendations.2"}
+    assert "billing" in live["queues"]
+
+    # --force deletes the full queue too; the user's queue stays.
+    assert (
+        _cli(vhost, monkeypatch, "--file", str(path), "apply", "--prune", "--yes", "--force") == 0
+    )
     live = _live_names(vhost)
     assert not any(
         n.startswith("recommendations")
         for n in live["queues"] | live["exchanges"] | live["policies"]
     )
-    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 0
+    assert "billing" in live["queues"]
+    capsys.readouterr()
+    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 0  # billing is not ours
+    assert "never pruned: queue billing" in capsys.readouterr().out
 
 
 def test_export_is_importable_definitions(

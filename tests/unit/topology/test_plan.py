@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from tests.support import topologies
 from topology.compile import compile_topology
-from topology.model import QueueDef
+from topology.model import BindingDef, ExchangeDef, QueueDef
 from topology.plan import Action, Reshard, make_plan
 
 
@@ -139,17 +139,26 @@ def test_single_active_consumer_and_durability_are_migrations() -> None:
     }
 
 
-def test_objects_not_in_the_file_are_extra() -> None:
+def test_objects_not_in_the_file_are_extra_only_when_the_naming_scheme_owns_them() -> None:
     _, desired = _setup()
     live = copy.deepcopy(desired)
     live.add(QueueDef("legacy", {"x-queue-type": "classic"}))
+    live.add(QueueDef("billing.inbox", {"x-queue-type": "quorum"}))
+    live.add(ExchangeDef("audit", "topic"))  # a bare word, but not a hash exchange
+    live.add(ExchangeDef("old_feed", "x-consistent-hash", {"hash-header": "order_id"}))
+    live.add(BindingDef("orders", "legacy", "queue", "order.#"))
     live.add(QueueDef("amq.gen-123"))
     data = topologies.default_data()
     del data["downstreams"]["recommendations"]
     spec2, desired2 = _setup(data)
     plan = make_plan(spec2, desired2, live, "v")
     extra = {(c.kind, c.name) for c in plan.of(Action.EXTRA)}
-    assert ("queue", "legacy") in extra
+    for foreign in ("queue legacy", "queue billing.inbox", "exchange audit"):
+        assert foreign in plan.foreign
+        assert tuple(foreign.split(" ", 1)) not in extra
+    assert "binding orders -> queue legacy [order.#]" in plan.foreign
+    assert ("exchange", "old_feed") in extra  # a downstream of an older file
+    assert any("never pruned" in n and "queue legacy" in n for n in plan.notes)
     assert ("queue", "amq.gen-123") not in extra
     assert ("exchange", "recommendations") in extra
     assert ("queue", "recommendations.0") in extra
