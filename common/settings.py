@@ -16,10 +16,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 S = TypeVar("S", bound="Settings")
 
 
+ENV_FILE = ".env"  # read by every settings class, and for the access passwords
+
+
 class Settings(BaseSettings):
     """Connection and file settings, read from the environment (and `.env`)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_file=ENV_FILE, extra="ignore")
 
     amqp_url: str = Field(
         default="amqp://guest:guest@localhost:5672/",
@@ -128,6 +131,16 @@ def with_query(url: str, params: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     return urlunsplit(parts._replace(query=urlencode({**params, **query})))
+
+
+def without_credentials(url: str) -> str:
+    """The first URL of a list, without its user and password: safe to print."""
+    parts = urlsplit(addresses(url)[0] if addresses(url) else url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def with_vhost(amqp_url: str, vhost: str) -> str:

@@ -44,8 +44,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     """Carry out one dlq command; return the exit status."""
     ctx.spec.downstream(args.downstream)
     if args.verb == "purge" and not args.yes:
-        ctx.out.print("refusing to purge without --yes (dead letters are deleted for good)")
-        return 1
+        return ctx.fail("refusing to purge without --yes (dead letters are deleted for good)")
     return asyncio.run(_run(args, ctx.amqp_url, ctx.out))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from datetime import UTC, datetime
 
 from rich.progress import Progress, TextColumn
 
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.spec.downstream(args.downstream)
     try:
         since = parse_time(args.since)
-        until = parse_time(args.until) if args.until else None
+        # Without an end, a busy bus would re-feed its live events for ever.
+        until = parse_time(args.until) if args.until else datetime.now(UTC)
     except ValueError as exc:
         return ctx.fail(str(exc))
     log = ctx.spec.log.name
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         )
     ctx.out.print(
         f"replayed {stats.replayed} event(s) to {args.downstream} from {log} "
-        f"since {since.isoformat()} (read {stats.read}, skipped {stats.skipped})"
+        f"since {since.isoformat()} until {until.isoformat()} "
+        f"(read {stats.read}, skipped {stats.skipped})"
         + (", marked for reapply" if args.reapply else ""),
         highlight=False,
     )

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -20,6 +19,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.cli import either_side, file_option
 from common.loop import sleep_unless, stop_on_signals
 from producer.db import create_schema, make_engine
 from producer.metrics import RelayMetrics
@@ -49,16 +49,30 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return parse
 
 
+def _common(parser: argparse.ArgumentParser, default: object) -> None:
+    file_option(parser, default)
+    parser.add_argument("--db", default=default, help="store DSN (default: $PRODUCER_DSN)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=default,
+        help="serve metrics on this port (default: off)",
+    )
+    parser.add_argument(
+        "--window",
+        type=_positive(int),
+        default=default,
+        help="publishes awaiting their confirm at once (default: the file's producer.window)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser."""
+    """The command-line parser; the common options go before or after the command's name."""
     parser = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
-    parser.add_argument("--file", type=Path, default=None, help="topology file")
-    parser.add_argument("--db", default=None, help="store DSN (default: $PRODUCER_DSN)")
-    parser.add_argument("--metrics-port", type=int, default=None, help="serve metrics on this port")
-    parser.add_argument("--window", type=_positive(int), default=None, help="confirms in flight")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("relay", help="publish the outbox until SIGTERM")
+    relay = sub.add_parser("relay", help="publish the outbox until SIGTERM")
     sim = sub.add_parser("simulate", help="simulate orders through the outbox and the relay")
+    either_side(parser, (relay, sim), _common)
     sim.add_argument("--orders", type=_positive(int), required=True)
     sim.add_argument("--rate", type=_positive(float), default=None, help="orders per second")
     sim.add_argument("--concurrency", type=_positive(int), default=8, help="concurrent customers")

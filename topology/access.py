@@ -8,6 +8,9 @@ import os
 import re
 from dataclasses import dataclass
 
+from dotenv import dotenv_values
+
+from common.settings import ENV_FILE
 from topology import names
 from topology.spec import TopologySpec
 
@@ -25,8 +28,8 @@ class UserDef:
 
     @property
     def password(self) -> str | None:
-        """The password from the environment (never from the file)."""
-        return os.environ.get(self.password_env) or None
+        """The password from the environment or `.env`, as every setting (never the file)."""
+        return os.environ.get(self.password_env) or dotenv_values(ENV_FILE).get(self.password_env)
 
 
 def _any(*names_: str) -> str:

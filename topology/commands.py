@@ -9,6 +9,8 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +20,7 @@ from aiormq.exceptions import AMQPError
 from rich.console import Console
 from rich.markup import escape
 
+from common.cli import either_side, file_option
 from common.settings import Settings, SettingsError, load_settings, with_vhost
 from topology.management import ManagementClient, ManagementError
 from topology.spec import (
@@ -29,6 +32,7 @@ from topology.spec import (
 )
 
 EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
 @dataclass
@@ -78,12 +82,7 @@ class Command:
 
 
 def _common(parser: argparse.ArgumentParser, default: object) -> None:
-    parser.add_argument(
-        "--file",
-        type=Path,
-        default=default,
-        help="topology file (default: $TOPOLOGY_FILE or the packaged orders.yaml)",
-    )
+    file_option(parser, default)
     parser.add_argument("--vhost", default=default, help="vhost (default: the path of $AMQP_URL)")
 
 
@@ -92,14 +91,14 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The parser of every command; common options go before or after the command's name."""
     parser = argparse.ArgumentParser(prog="python -m topology", description=description)
-    _common(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = []
     for command in commands:
         p = sub.add_parser(command.name, help=command.help, description=command.help)
-        # SUPPRESS: given after the command it wins, absent it keeps the value given before.
-        _common(p, argparse.SUPPRESS)
         command.arguments(p)
         p.set_defaults(run=command.run)
+        parsers.append(p)
+    either_side(parser, parsers, _common)
     return parser
 
 
@@ -122,6 +121,13 @@ def main(
     )
     try:
         return int(args.run(args, ctx))
+    except BrokenPipeError:
+        # The reader of our output went away (`export | head`): not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:  # Ctrl-C, e.g. on `status --watch`
+        return EXIT_INTERRUPTED
     except TopologyFileError as exc:
         err.print(exc.render(), markup=False, highlight=False)
     except (ManagementError, UnknownDownstream) as exc:

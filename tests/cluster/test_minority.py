@@ -4,6 +4,7 @@ loses nothing; when the majority returns it catches up."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,13 @@ async def test_a_majority_down_holds_the_outbox_and_the_relay_catches_up(
         held = unsent(db)
         assert held == stats.events, f"{stats.events - held} rows marked sent with no majority"
 
+        back = time.monotonic()
         await cluster.act(2, "start-app")
         await eventually(lambda: unsent(db) == 0, within=90, what="the relay catching up")
+        print(
+            f"\nminority: {held} rows held unsent for {HELD_FOR:.0f}s with two nodes stopped; "
+            f"all sent {time.monotonic() - back:.1f}s after starting the second node's app"
+        )
         fleet.assert_alive()
         assert await in_stream(cluster_vhost.amqp_url, spec.log.name, outbox_ids(db)), (
             "an outbox event is missing from the stream"

@@ -136,6 +136,8 @@ async def test_redrive_after_the_fix_applies_the_order_in_seq_order(parked: Park
 
 async def test_purge_needs_yes_and_removes_only_the_chosen_order(parked: Parked) -> None:
     assert await parked.cli("dlq", "purge", D, "--order-id", "ord-y") == 1
+    refused = parked.capsys.readouterr()
+    assert "refusing to purge without --yes" in refused.err and not refused.out
     assert await depth(parked.vhost.amqp_url, DLQ) == 9
     assert await parked.cli("dlq", "purge", D, "--order-id", "ord-y", "--yes") == 0
     assert await depth(parked.vhost.amqp_url, DLQ) == 6

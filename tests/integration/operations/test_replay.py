@@ -115,3 +115,42 @@ async def test_a_replay_of_one_order_and_a_bad_time(applied: Applied) -> None:
     code = await asyncio.to_thread(main, ["replay", "inventory", "--since", "yesterday"])
     assert code == 1
     assert "neither a time" in applied.capsys.readouterr().err
+
+
+async def test_replay_without_until_stops_at_now_on_a_busy_bus(
+    vhost: Vhost,
+    fast_spec: TopologySpec,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    vhost.apply(fast_spec)
+    vhost.env(monkeypatch)
+    await publish_events(vhost.amqp_url, [e for i in range(10) for e in order_events(f"o-{i}")])
+    live = asyncio.Event()
+    published = [0]  # live events confirmed so far
+
+    async def keep_publishing() -> None:
+        while True:
+            published[0] += await publish_events(
+                vhost.amqp_url, order_events(f"live-{published[0]}")
+            )
+            live.set()
+            await asyncio.sleep(0.05)
+
+    publisher = asyncio.create_task(keep_publishing())
+    try:
+        await live.wait()
+        at_start = published[0]
+        # Before --until defaulted to now, the replay kept re-feeding the live events and
+        # never went idle long enough to stop.
+        code = await asyncio.wait_for(
+            asyncio.to_thread(main, ["replay", "inventory", "--since", "10m"]), timeout=60
+        )
+    finally:
+        publisher.cancel()
+    assert code == 0
+    out = capsys.readouterr().out
+    assert " until " in out
+    replayed = int(out.split("replayed ")[1].split(" ")[0])
+    # everything up to the start, and no more than what was published while it read
+    assert 30 + at_start <= replayed <= 30 + published[0], out

@@ -7,7 +7,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from common.settings import Settings, SettingsError, addresses, load_settings, with_vhost
+from common.settings import (
+    Settings,
+    SettingsError,
+    addresses,
+    load_settings,
+    with_vhost,
+    without_credentials,
+)
 from workers.settings import WorkerSettings
 
 
@@ -84,3 +91,12 @@ def test_cluster_urls_naming_different_vhosts_are_one_readable_error(
     monkeypatch.setenv("AMQP_URL", "amqp://n1/a,amqp://n2/b")
     with pytest.raises(SettingsError, match="different vhosts"):
         load_settings()
+
+
+def test_a_url_printed_without_credentials_keeps_its_scheme_host_and_port() -> None:
+    assert without_credentials("http://guest:guest@localhost:15672") == "http://localhost:15672"
+    assert without_credentials("http://localhost:15672") == "http://localhost:15672"
+    assert (
+        without_credentials("https://op:s3cret@a:15671,https://op:s3cret@b:15671")
+        == "https://a:15671"
+    )

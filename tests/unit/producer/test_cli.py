@@ -1,0 +1,34 @@
+"""`python -m producer` through its real argument parser: common options on either side."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from producer.cli import build_parser as producer_parser
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["relay", "--metrics-port", "9101"],
+        ["--metrics-port", "9101", "relay"],
+        ["relay", "--db", "sqlite+aiosqlite:///x.db", "--window", "64", "--file", "f.yaml"],
+        ["simulate", "--orders", "10", "--metrics-port", "9101"],
+    ],
+)
+def test_the_producer_takes_its_common_options_before_or_after_the_command(
+    argv: list[str],
+) -> None:
+    args = producer_parser().parse_args(argv)
+    given = dict(itertools.pairwise(argv))
+    for option in ("--metrics-port", "--db", "--window", "--file"):
+        if option in given:
+            assert str(getattr(args, option[2:].replace("-", "_"))) == given[option]
+
+
+def test_an_option_after_the_command_wins_over_one_before() -> None:
+    args = producer_parser().parse_args(["--window", "8", "relay", "--window", "16"])
+    assert args.window == 16
+    assert producer_parser().parse_args(["--window", "8", "relay"]).window == 8
