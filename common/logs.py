@@ -8,8 +8,11 @@ import sys
 import structlog
 
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
-    """Configure structlog (JSON lines or console) and route the stdlib loggers through it."""
+def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
+    """Configure structlog and route the stdlib loggers through it: JSON lines, or readable
+    console lines (json None: console on a terminal, JSON otherwise)."""
+    if json is None:
+        json = not sys.stderr.isatty()
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         default=None, description="The topology file (default: the packaged orders.yaml)."
     )
     log_level: str = "INFO"
-    log_json: bool = True
+    log_json: bool | None = None  # None: console lines on a terminal, JSON lines otherwise
 
     @model_validator(mode="after")
     def _fold_tls_into_url(self) -> Self:

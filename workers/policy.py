@@ -72,6 +72,28 @@ def on_failure(
     return Retry(tier, {**_carried(headers), h.ATTEMPTS: attempts})
 
 
+def gap_detail(
+    downstream: str, order_id: str, seq: int, last_seq: int, parked_event_id: str | None
+) -> str:
+    """Why an event waits or is dead-lettered for a missing predecessor, and what to do."""
+    last = f"seq {last_seq}" if last_seq else "none yet"
+    redrive = (
+        f"`python -m topology dlq redrive {downstream} --order-id {order_id}` then applies "
+        "the order's dead-lettered events in seq order"
+    )
+    if parked_event_id:
+        return (
+            f"order {order_id}: seq {seq} arrived while the order is parked behind dead-lettered "
+            f"event {parked_event_id} (last applied: {last}); fix that event's cause, and "
+            + redrive
+        )
+    return (
+        f"order {order_id}: seq {seq} arrived before seq {last_seq + 1} (last applied: {last}); "
+        f"it waits for seq {last_seq + 1}, and if that never comes it is dead-lettered as "
+        f"predecessor-missing and the order is parked; once seq {last_seq + 1} is found, " + redrive
+    )
+
+
 def on_gap(
     headers: Mapping[str, Any], parked: bool, retry: RetrySpec, queue: str, detail: str
 ) -> Retry | DeadLetter:

@@ -20,7 +20,15 @@ from workers.committer import AlreadyApplied, Committer
 from workers.divert import Divert
 from workers.handlers import Handler
 from workers.metrics import DownstreamMetrics
-from workers.policy import DeadLetter, Retry, attempts_of, dead_headers, on_failure, on_gap
+from workers.policy import (
+    DeadLetter,
+    Retry,
+    attempts_of,
+    dead_headers,
+    gap_detail,
+    on_failure,
+    on_gap,
+)
 from workers.progress import ProgressCache
 from workers.store import DownstreamStore, Progress
 
@@ -113,9 +121,9 @@ class Runtime:
 
     async def _gap(self, d: Delivery, event: AnyEvent, progress: Progress, divert: Divert) -> None:
         """A predecessor has not been applied: wait for it, or dead-letter behind a parked one."""
-        detail = f"seq {event.seq} arrived after seq {progress.last_seq}"
-        if progress.parked_event_id:
-            detail += f"; order parked behind event {progress.parked_event_id}"
+        detail = gap_detail(
+            self.name, event.order_id, event.seq, progress.last_seq, progress.parked_event_id
+        )
         parked = progress.parked_event_id is not None
         decision = on_gap(d.message.headers, parked, self.spec.retry, d.shard, detail)
         if isinstance(decision, Retry):

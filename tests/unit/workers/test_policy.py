@@ -7,7 +7,7 @@ import pytest
 from events.simulation import behaviour_of, flaky_sku, poison_sku
 from topology.spec import RetrySpec
 from workers.errors import NonRetryableError
-from workers.policy import DeadLetter, DeadReason, Retry, on_failure, on_gap
+from workers.policy import DeadLetter, DeadReason, Retry, gap_detail, on_failure, on_gap
 
 RETRY = RetrySpec.model_validate(
     {
@@ -94,3 +94,13 @@ def test_sku_markers() -> None:
     assert behaviour_of("SKU-1") == behaviour_of("FLAKYX-1")
     with pytest.raises(ValueError):
         flaky_sku("A", 0)
+
+
+def test_a_gap_says_what_came_first_what_is_missing_and_how_to_redrive() -> None:
+    waiting = gap_detail("inventory", "o-7", 3, 0, None)
+    assert "seq 3 arrived before seq 1 (last applied: none yet)" in waiting
+    assert "predecessor-missing" in waiting
+    assert "python -m topology dlq redrive inventory --order-id o-7" in waiting
+    parked = gap_detail("inventory", "o-7", 3, 1, "ev-1")
+    assert "parked behind dead-lettered event ev-1 (last applied: seq 1)" in parked
+    assert "python -m topology dlq redrive inventory --order-id o-7" in parked
