@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.cli import either_side, file_option
+from common.health import serve, with_process_metrics
 from common.loop import sleep_unless, stop_on_signals
 from producer.db import create_schema, make_engine
 from producer.metrics import RelayMetrics
@@ -104,10 +105,8 @@ async def _build(
     await create_schema(engine)
     stop = asyncio.Event()
     stop_on_signals(stop)
-    registry = CollectorRegistry()
+    registry = with_process_metrics(CollectorRegistry())
     port = args.metrics_port or settings.producer_metrics_port
-    if port:
-        start_http_server(port, registry=registry)
     relay = Relay(
         Outbox(engine),
         settings.amqp_url,
@@ -117,6 +116,8 @@ async def _build(
         poll_interval=spec.producer.poll_interval / 1000,
         metrics=RelayMetrics(registry),
     )
+    if port:
+        serve(port, registry, relay.health)
     return engine, relay, stop
 
 

@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 import structlog
-from aio_pika.abc import AbstractExchange
+from aio_pika.abc import AbstractConnection, AbstractExchange
 from aiormq.exceptions import DeliveryError, PublishError
 from prometheus_client import CollectorRegistry
 
@@ -53,6 +53,12 @@ class Relay:
     drain_timeout: float = 15.0  # seconds to wait for confirms when stopping
     metrics: RelayMetrics = field(default_factory=lambda: RelayMetrics(CollectorRegistry()))
     stats: RelayStats = field(default_factory=RelayStats, init=False)
+    _connection: AbstractConnection | None = field(default=None, init=False)
+
+    def health(self) -> tuple[bool, bool]:
+        """(alive, ready): both mean its broker connection is open and publishing."""
+        up = self._connection is not None and not self._connection.is_closed
+        return up, up
 
     @property
     def fetch_size(self) -> int:
@@ -72,7 +78,7 @@ class Relay:
         self.metrics.reconnects.inc()
 
     async def _session(self, stop: asyncio.Event, healthy: Callable[[], None]) -> None:
-        connection = await connect(self.amqp_url, "relay")
+        connection = self._connection = await connect(self.amqp_url, "relay")
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             exchange = await channel.get_exchange(self.exchange, ensure=False)
@@ -80,6 +86,7 @@ class Relay:
             healthy()
             await self._pump(exchange, stop)
         finally:
+            self._connection = None
             with contextlib.suppress(Exception):
                 await connection.close()
 

@@ -28,6 +28,11 @@ class Workers:
     stores: list[DownstreamStore]
     registry: CollectorRegistry
 
+    def health(self) -> tuple[bool, bool]:
+        """Alive when every downstream is connected; ready when each consumes its shards."""
+        states = [w.health() for w in self.workers]
+        return all(a for a, _ in states), all(r for _, r in states)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run every downstream until stop is set, then close the stores."""
         try:

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.health import serve, with_process_metrics
 from common.loop import stop_on_signals
 from topology.service import run_service
 from topology.spec import TopologySpec
-from workers.app import build
+from workers.app import Workers, build
 from workers.settings import WorkerSettings
 from workers.supervisor import run_processes
 
@@ -52,9 +53,11 @@ async def _run(args: argparse.Namespace, settings: WorkerSettings, spec: Topolog
     chosen = spec.choose(args.downstreams)
     if not args.single_process and len(chosen) > 1 and (os.cpu_count() or 1) > 1:
         return await run_processes(chosen, args.file, port)
-    registry = CollectorRegistry()
+    registry = with_process_metrics(CollectorRegistry())
+    workers: Workers | None = None
     if port:
-        start_http_server(port, registry=registry)
+        # Up before the stores open, so a probe sees "not connected" rather than nothing.
+        serve(port, registry, lambda: workers.health() if workers else (False, False))
     workers = await build(spec, args.downstreams, settings, registry)
     stop = asyncio.Event()
     stop_on_signals(stop)

@@ -58,6 +58,13 @@ class DownstreamWorker:
         self.spec = runtime.spec
         self.coordinator = Coordinator(runtime.store, f"worker:{runtime.name}")
         self.shard_count = self.spec.shards  # what the broker has, found at run time
+        self.session: _Session | None = None  # the live one, for health probes
+
+    def health(self) -> tuple[bool, bool]:
+        """(alive: connected to the broker, ready: has consumed the shards it owns since)."""
+        session = self.session
+        alive = session is not None and session.connected
+        return alive, alive and session is not None and session.rounds > 0
 
     @property
     def name(self) -> str:
@@ -87,7 +94,7 @@ class DownstreamWorker:
         await self.runtime.close()
 
     async def _session(self, stop: asyncio.Event, healthy: Callable[[], None]) -> None:
-        session = _Session(self)
+        session = self.session = _Session(self)
         try:
             await session.open()
             healthy()
@@ -100,6 +107,7 @@ class DownstreamWorker:
             )
             await session.coordinate(stop)
         finally:
+            self.session = None
             await session.close()
             self.runtime.cache.clear()
 
@@ -121,6 +129,18 @@ class _Session:
         self.closing: set[ConsumerChannel] = set()  # closed by us: not a failure
         self.ended = asyncio.Event()  # a connection or channel failed
         self.closed = False  # close() has begun: connections closing are no failure
+        self.rounds = 0  # coordination rounds done: each starts what this process owns
+
+    @property
+    def connected(self) -> bool:
+        """Both connections are open and nothing has failed."""
+        return (
+            not (self.closed or self.ended.is_set())
+            and self.publisher is not None
+            and not self.publisher.is_closed
+            and self.consumer is not None
+            and self.consumer.is_open
+        )
 
     async def open(self) -> None:
         """Connect both ways; nothing is consumed yet."""
@@ -157,6 +177,7 @@ class _Session:
                     await self._discover(shards)
                 await self._round()
                 rounds += 1
+                self.rounds = rounds
                 await _first(stop, self.ended, within=ROUND_SECONDS)
         finally:
             sampler.cancel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 from collections import Counter
@@ -20,10 +21,19 @@ from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
 from tests.support.workers import by_order, inbox_counts, inventory_store, running_workers
 from topology import names
+from topology.spec import TopologySpec
 from workers.handlers.inventory import InventoryHandler
 from workers.store import DownstreamStore
 
 pytestmark = pytest.mark.integration
+
+
+def _fast_topology(vhost: Vhost, topology_file: Any) -> tuple[TopologySpec, Path]:
+    """The shipped topology with short retry delays, applied, and its file."""
+    data = topologies.fast_data()
+    spec = topologies.spec_of(data)
+    vhost.apply(spec)
+    return spec, topology_file(data)
 
 
 async def _count(store: DownstreamStore) -> int:
@@ -122,10 +132,7 @@ async def _done(workers: Any, name: str) -> bool:
 async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
     vhost: Vhost, tmp_path: Path, topology_file: Any
 ) -> None:
-    data = topologies.fast_data()
-    spec = topologies.spec_of(data)
-    vhost.apply(spec)
-    path = topology_file(data)
+    spec, path = _fast_topology(vhost, topology_file)
     shards = [names.shard("inventory", i) for i in range(spec.downstreams["inventory"].shards)]
     store = await inventory_store(tmp_path, spec)
     first_half = [order_events(f"ord-a{i:03d}") for i in range(300)]
@@ -232,3 +239,27 @@ async def _worker_connections(vhost: Vhost) -> set[str] | None:
     }
     workers = {n for n in names if n.startswith("worker:")}
     return workers if len(workers) == 2 else None
+
+
+async def test_the_supervisor_restarts_a_sigkilled_child(
+    vhost: Vhost, tmp_path: Path, topology_file: Any
+) -> None:
+    _, path = _fast_topology(vhost, topology_file)
+    with worker_process(vhost.amqp_url, path, tmp_path, "inventory", "loyalty") as proc:
+        owners = await eventually(lambda: _worker_connections(vhost), what="both connected")
+        pids = {name.split(":")[1]: int(name.split(":")[2]) for name in owners}
+        os.kill(pids["inventory"], signal.SIGKILL)
+
+        async def replaced() -> dict[str, int] | None:
+            now = await _worker_connections(vhost)
+            found = {n.split(":")[1]: int(n.split(":")[2]) for n in now or ()}
+            return found if found.get("inventory") not in (None, pids["inventory"]) else None
+
+        again = await eventually(replaced, within=60, what="a new inventory process connected")
+        assert again["loyalty"] == pids["loyalty"], "the other child was left alone"
+        assert proc.poll() is None, "the supervisor keeps running"
+        # The new child works: an order published now is applied.
+        await publish_events(vhost.amqp_url, order_events("after-restart"))
+        await eventually(lambda: _inbox_file_count(tmp_path / "inventory.db", 3), what="applied")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
