@@ -64,18 +64,38 @@ def _refused(vhost: str, work: Path) -> str | None:
     return None
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--orders", type=int, default=2000, help="orders to simulate")
+    parser.add_argument(
+        "--flaky-rate", type=float, default=0.05, help="share of orders that fail, then heal"
+    )
+    parser.add_argument(
+        "--poison-rate", type=float, default=0.01, help="share of orders that never apply"
+    )
+    parser.add_argument("--seed", type=int, default=7, help="makes the orders reproducible")
+    parser.add_argument(
+        "--vhost", default="demo", help="vhost to delete and recreate (never the default '/')"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to settle")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("var/demo"),
+        help="stores and files, deleted first (inside var/)",
+    )
+    return parser
+
+
 def main() -> int:
     """Run the demo; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
-    parser.add_argument("--orders", type=int, default=2000)
-    parser.add_argument("--flaky-rate", type=float, default=0.05)
-    parser.add_argument("--poison-rate", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--vhost", default="demo")
-    parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    parser.add_argument("--work", type=Path, default=Path("var/demo"), help="stores and files")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     try:
         settings = load_settings()
     except SettingsError as exc:
