@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,6 +16,11 @@ from topology.replicas import Replicas, replicas_of, wanted_members
 from topology.spec import DownstreamSpec, TopologySpec
 
 PARKED_READ_LIMIT = 10_000
+# Counting parked orders reads the whole DLQ, holding every dead letter for a moment, which
+# a `dlq list` or `redrive` running then would miss: a watch re-reads it only when its depth
+# has changed and the last count is this old, and at the latest after PARKED_STALE.
+PARKED_MAX_AGE = 30.0
+PARKED_STALE = 300.0
 
 
 @dataclass
@@ -32,6 +38,7 @@ class DownstreamStatus:
     retry: dict[str, int]
     dlq: int
     parked_orders: int | None  # None when the DLQ is too deep to read for a status line
+    parked_age_s: float  # how old that count is (0: read for this status)
     scale_out_at: int
     scale_out: bool
     owners: dict[str, str]  # shard -> the process consuming it ("-": none)
@@ -71,9 +78,15 @@ class BusStatus:
 
 
 async def gather(
-    spec: TopologySpec, amqp_url: str, client: ManagementClient, vhost: str
+    spec: TopologySpec,
+    amqp_url: str,
+    client: ManagementClient,
+    vhost: str,
+    counts: ParkedCounts | None = None,
 ) -> BusStatus:
-    """Read every downstream's figures: exact depths by passive declare, the rest from the API."""
+    """Read every downstream's figures: exact depths by passive declare, the rest from the API
+    (parked orders from `counts` while they hold: a watch passes the same one each time)."""
+    counts = counts or ParkedCounts()
     nodes = {str(n["name"]): bool(n.get("running")) for n in client.nodes()}
     stats = {q["name"]: q for q in client.list_objects("queues", vhost)}
     owners = shard_owners(client, vhost)
@@ -81,7 +94,7 @@ async def gather(
     async with connection:
         channel = await connection.channel()
         rows = [
-            await _downstream(d, ds, amqp_url, channel, stats, owners)
+            await _downstream(d, ds, amqp_url, channel, stats, owners, counts)
             for d, ds in spec.downstreams.items()
         ]
     for row in rows:
@@ -100,6 +113,7 @@ async def _downstream(
     channel: Any,
     stats: dict[str, dict[str, Any]],
     owners: dict[str, str],
+    counts: ParkedCounts,
 ) -> DownstreamStatus:
     # The broker's shards, not the file's count: a live reshard may be draining some.
     pattern = re.compile(names.shard_pattern(d))
@@ -110,6 +124,7 @@ async def _downstream(
     ack = sum(_rate(q, "ack") for q in api)
     lag = ready + unacked
     dlq = await queue_depth(channel, names.dlq(d))
+    parked, parked_age = await counts.read(amqp_url, d, dlq)
     return DownstreamStatus(
         downstream=d,
         ready=ready,
@@ -121,7 +136,8 @@ async def _downstream(
         lag_seconds=round(lag / ack, 1) if ack > 0 else (0.0 if lag == 0 else None),
         retry={t: await queue_depth(channel, names.retry_queue(d, t)) for t in ds.retry.tiers},
         dlq=dlq,
-        parked_orders=await parked_orders(amqp_url, d) if dlq <= PARKED_READ_LIMIT else None,
+        parked_orders=parked,
+        parked_age_s=round(parked_age, 1),
         scale_out_at=ds.scale_out_lag,
         scale_out=lag > ds.scale_out_lag,
         owners={shard: owners.get(shard, "-") for shard in shards},
@@ -149,6 +165,36 @@ def shard_owners(client: ManagementClient, vhost: str) -> dict[str, str]:
 def _tag_owner(tag: str) -> str:
     parts = tag.split("-")
     return f"pid {parts[1]}" if len(parts) > 2 and parts[0] == "ctag" else tag
+
+
+@dataclass
+class _Sample:
+    count: int
+    dlq_depth: int
+    taken: float
+
+
+@dataclass
+class ParkedCounts:
+    """Parked orders per downstream, kept between the refreshes of one status watch."""
+
+    samples: dict[str, _Sample] = field(default_factory=dict)
+
+    async def read(
+        self, amqp_url: str, downstream: str, dlq_depth: int
+    ) -> tuple[int | None, float]:
+        """The count and its age: the last sample while it still holds, else a fresh read."""
+        now = time.monotonic()
+        last = self.samples.get(downstream)
+        if last is not None:
+            age = now - last.taken
+            if age < PARKED_MAX_AGE or (last.dlq_depth == dlq_depth and age < PARKED_STALE):
+                return last.count, age
+        if dlq_depth > PARKED_READ_LIMIT:
+            return None, 0.0
+        count = await parked_orders(amqp_url, downstream)
+        self.samples[downstream] = _Sample(count, dlq_depth, now)
+        return count, 0.0
 
 
 async def parked_orders(amqp_url: str, downstream: str) -> int:

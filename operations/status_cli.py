@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from operations.status import BusStatus, DownstreamStatus, gather
+from operations.status import BusStatus, DownstreamStatus, ParkedCounts, gather
 from topology.commands import Command, Context
 from topology.management import ManagementClient
 from topology.spec import TopologySpec
@@ -53,14 +53,15 @@ async def _run(
     vhost: str,
     out: Console,
 ) -> int:
-    status = await gather(spec, amqp_url, client, vhost)
+    counts = ParkedCounts()  # kept across a watch's refreshes
+    status = await gather(spec, amqp_url, client, vhost, counts)
     if args.json:
         print(json.dumps(status.as_dict()))
     elif args.watch:
         with Live(view(status), console=out, refresh_per_second=4) as live:
             while True:
                 await asyncio.sleep(args.interval)
-                status = await gather(spec, amqp_url, client, vhost)
+                status = await gather(spec, amqp_url, client, vhost, counts)
                 live.update(view(status))
     else:
         out.print(view(status))
@@ -146,11 +147,22 @@ def table(rows: list[DownstreamStatus], vhost: str) -> Table:
             "-" if r.lag_seconds is None else f"{r.lag_seconds:g}",
             str(sum(r.retry.values())),
             str(r.dlq),
-            "?" if r.parked_orders is None else str(r.parked_orders),
+            _parked(r),
             f"[bold red]yes (> {r.scale_out_at})[/]" if r.scale_out else "no",
             _owners(r.owners),
         )
     return t
+
+
+def _parked(r: DownstreamStatus) -> str:
+    """The parked orders, and how old the count is when it was not read for this refresh."""
+    if r.parked_orders is None:
+        return "?"
+    return (
+        f"{r.parked_orders} ({r.parked_age_s:.0f}s ago)"
+        if r.parked_age_s >= 1
+        else str(r.parked_orders)
+    )
 
 
 def _owners(owners: dict[str, str]) -> str:

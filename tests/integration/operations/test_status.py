@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import pytest
 
+from events import headers as h
+from operations import status as status_module
 from operations.cli import main
+from operations.status import ParkedCounts, gather
 from tests.support.amqp import publish_events
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
@@ -76,3 +81,39 @@ async def test_status_reports_depths_lag_and_alerts(
 
 async def _applied(workers: Any, n: int) -> bool:
     return len(await workers.workers[0].store.inbox_rows()) == n
+
+
+async def test_a_watch_reads_a_dlq_for_parked_orders_only_when_it_changed(
+    vhost: Vhost, fast_spec: TopologySpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vhost.apply(fast_spec)
+    reads: list[str] = []
+    real = status_module.parked_orders
+
+    async def counted(amqp_url: str, downstream: str) -> int:
+        reads.append(downstream)
+        return await real(amqp_url, downstream)
+
+    monkeypatch.setattr(status_module, "parked_orders", counted)
+    counts = ParkedCounts()
+    refresh = partial(gather, fast_spec, vhost.amqp_url, vhost.client, vhost.name, counts)
+    await refresh()
+    second = await refresh()
+    assert sorted(reads) == sorted(fast_spec.downstreams), "each DLQ read once, not per refresh"
+    assert all(r.parked_age_s > 0 for r in second.downstreams)
+
+    # A dead letter that parks its order reaches inventory's DLQ; the count is older than
+    # the minimum age: the next refresh reads that DLQ again, and only that one.
+    connection = await aio_pika.connect(vhost.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        headers = {h.ORDER_ID: "o-parked", h.SEQ: 1, h.DEAD_REASON: "non-retryable"}
+        await channel.default_exchange.publish(
+            aio_pika.Message(b"{}", headers=headers), routing_key="inventory.dlq"
+        )
+    monkeypatch.setattr(status_module, "PARKED_MAX_AGE", 0.0)
+    reads.clear()
+    third = await refresh()
+    assert reads == ["inventory"]
+    inventory = next(r for r in third.downstreams if r.downstream == "inventory")
+    assert (inventory.parked_orders, inventory.parked_age_s) == (1, 0.0)
