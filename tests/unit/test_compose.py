@@ -1,0 +1,65 @@
+"""docker-compose.yml holds together: pinned images, healthchecks where something waits on
+them, no port used twice; and `docker compose config` accepts it where that CLI exists."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
+
+
+def _services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())["services"]
+    return services
+
+
+def test_every_image_is_pinned() -> None:
+    for name, service in _services().items():
+        image = service.get("image", "")
+        assert ":" in image and not image.endswith(":latest"), f"{name}: {image!r} not pinned"
+
+
+def test_what_others_wait_for_and_what_keeps_running_has_a_healthcheck() -> None:
+    services = _services()
+    for name, service in services.items():
+        depends = service.get("depends_on") or {}
+        if isinstance(depends, list):  # the short form: started, not healthy
+            depends = {d: {} for d in depends}
+        for dependency, rule in depends.items():
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+            if rule.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{dependency}: no healthcheck"
+        if service.get("restart") == "unless-stopped":
+            assert "healthcheck" in service, f"{name} restarts for ever without a healthcheck"
+
+
+def test_no_host_port_is_published_twice() -> None:
+    published = [
+        str(port).split(":")[0]
+        for service in _services().values()
+        for port in service.get("ports") or ()
+    ]
+    assert len(published) == len(set(published)), published
+
+
+def test_docker_compose_accepts_the_file() -> None:
+    docker = shutil.which("docker")
+    if docker is None:
+        pytest.skip("no docker CLI on this machine")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("the docker CLI here has no compose plugin")
+    for profile in ([], ["--profile", "cluster"]):
+        done = subprocess.run(
+            [docker, "compose", "-f", str(COMPOSE), *profile, "config", "-q"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
