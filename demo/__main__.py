@@ -125,7 +125,10 @@ def main() -> int:
         work / "stores",
         extra={"PRODUCER_DSN": f"sqlite+aiosqlite:///{work / 'orders.db'}"},
     )
-    workers = subprocess.Popen(worker_command("all"), env=env)
+    logs = work / "logs"  # the children's log lines: not through the progress display
+    logs.mkdir()
+    with (logs / "workers.log").open("wb") as out:
+        workers = subprocess.Popen(worker_command("all"), env=env, stderr=out)
     try:
         outcome = asyncio.run(run(args, spec, amqp_url, env, work))
     finally:
@@ -141,26 +144,28 @@ async def run(
     args: argparse.Namespace, spec: TopologySpec, amqp_url: str, env: dict[str, str], work: Path
 ) -> tuple[dict[str, Any], list[Check]] | None:
     """Simulate orders, watch them settle, and gather the invariants (workers already run)."""
-    simulate = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "producer",
-        "simulate",
-        "--orders",
-        str(args.orders),
-        "--seed",
-        str(args.seed),
-        "--flaky-rate",
-        str(args.flaky_rate),
-        "--poison-rate",
-        str(args.poison_rate),
-        "--json",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    summary_out, _ = await simulate.communicate()
+    with (work / "logs" / "producer.log").open("wb") as producer_log:
+        simulate = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "producer",
+            "simulate",
+            "--orders",
+            str(args.orders),
+            "--seed",
+            str(args.seed),
+            "--flaky-rate",
+            str(args.flaky_rate),
+            "--poison-rate",
+            str(args.poison_rate),
+            "--json",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=producer_log,
+        )
+        summary_out, _ = await simulate.communicate()
     if simulate.returncode:
-        console.print("[bold red]the simulation failed[/]")
+        console.print(f"[bold red]the simulation failed[/]; see {work / 'logs' / 'producer.log'}")
         return None
     summary = json.loads(summary_out.decode().strip().splitlines()[-1])
     truth = read_truth(work / "orders.db")
@@ -185,6 +190,7 @@ async def watch(
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("lag {task.fields[lag]:>6}"),
+        TextColumn("dlq {task.fields[dlq]:>4}"),
         TimeElapsedColumn(),
         console=console,
     )
@@ -193,7 +199,9 @@ async def watch(
     async with connection:
         channel = await connection.channel()
         with progress:
-            tasks = {d: progress.add_task(d, total=expected, lag=0) for d in spec.downstreams}
+            tasks = {
+                d: progress.add_task(d, total=expected, lag=0, dlq=0) for d in spec.downstreams
+            }
             while time.monotonic() < deadline:
                 done = 0
                 for d, ds in spec.downstreams.items():
@@ -208,7 +216,7 @@ async def watch(
                             for t in ds.retry.tiers
                         ]
                     )
-                    progress.update(tasks[d], completed=applied + dlq, lag=lag + waiting)
+                    progress.update(tasks[d], completed=applied + dlq, lag=lag + waiting, dlq=dlq)
                     done += applied + dlq == expected and lag + waiting == 0
                 if done == len(spec.downstreams):
                     return True
@@ -274,6 +282,7 @@ def report(
     console.print(table)
     ui = without_credentials(settings.rabbitmq_management_url)
     console.print(f"management UI: {ui} (vhost {args.vhost!r}); stores in {args.work}/stores")
+    console.print(f"logs: {args.work}/logs/workers.log, {args.work}/logs/producer.log")
     if failed:
         console.print(f"[bold red]{len(failed)} invariant(s) failed[/]")
         return 1

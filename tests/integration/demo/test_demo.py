@@ -93,6 +93,12 @@ def _run_demo(vhost: Vhost, work: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["ok"] is True
+    # The children's log lines go to files, named at the end, not through the display.
+    workers_log = (work / "logs" / "workers.log").read_text()
+    assert '"worker.dead_lettered"' in workers_log  # poisoned orders were dead-lettered
+    assert "worker.dead_lettered" not in done.stderr
+    assert (work / "logs" / "producer.log").exists()
+    assert f"logs: {work}/logs/workers.log" in done.stderr
     assert report["simulation"]["orders"] == 120
     assert report["simulation"]["poison_orders"] > 0 and report["simulation"]["flaky_orders"] > 0
     names = {c["check"] for c in report["checks"]}
