@@ -137,7 +137,7 @@ async def _downstream(
         retry={t: await queue_depth(channel, names.retry_queue(d, t)) for t in ds.retry.tiers},
         dlq=dlq,
         parked_orders=parked,
-        parked_age_s=round(parked_age, 1),
+        parked_age_s=parked_age,
         scale_out_at=ds.scale_out_lag,
         scale_out=lag > ds.scale_out_lag,
         owners={shard: owners.get(shard, "-") for shard in shards},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from tests.support import topologies
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
+from topology.management import ManagementError
 
 pytestmark = pytest.mark.integration
 USER = "guest"
@@ -48,7 +50,10 @@ async def test_readyz_goes_unready_without_the_broker_and_ready_after_reconnect(
         vhost.client.set_permissions(vhost.name, USER, "", "", "")
         try:
             for name in connections:
-                vhost.client.close_connection(name)
+                # Closing one ends the worker's session, which closes the other itself: the
+                # broker may answer 500 for a connection already going.
+                with contextlib.suppress(ManagementError):
+                    vhost.client.close_connection(name)
             await eventually(lambda: _probe(port, "/readyz") == 503, within=30, what="unready")
             assert _probe(port, "/healthz") == 503
         finally:
