@@ -52,12 +52,19 @@ def plan_against(
 
 def _count_extra_queues(client: ManagementClient, plan: Plan) -> None:
     """What prune would delete with each extra queue: its messages (ready and unacked)."""
-    for i, change in enumerate(plan.changes):
-        if change.action is Action.EXTRA and change.kind == "queue":
-            found = client.queue(plan.vhost, change.name) or {}
-            count = int(found.get("messages") or 0)
-            detail = f"{change.detail}, {count} message(s)"
-            plan.changes[i] = replace(change, detail=detail, messages=count)
+    extra = [
+        i for i, c in enumerate(plan.changes) if c.action is Action.EXTRA and c.kind == "queue"
+    ]
+    if not extra:
+        return
+    messages = {
+        q["name"]: int(q.get("messages") or 0) for q in client.list_objects("queues", plan.vhost)
+    }
+    for i in extra:
+        change = plan.changes[i]
+        count = messages.get(change.name, 0)
+        detail = f"{change.detail}, {count} message(s)"
+        plan.changes[i] = replace(change, detail=detail, messages=count)
 
 
 def _plan_access(

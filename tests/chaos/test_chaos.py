@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from demo.report import Truth, check_store, read_truth
+from demo.report import Truth, read_truth
 from producer.db import create_schema, make_engine
 from producer.simulate import TrafficStats, run_traffic
 from producer.store import OrderStore
@@ -36,8 +36,8 @@ from tests.support.settling import (
     dead_letters,
     in_stream,
     outbox_ids,
-    print_trail,
     settle,
+    store_failures,
 )
 from topology.management import ManagementError
 from topology.spec import TopologySpec
@@ -157,21 +157,14 @@ async def test_everything_applies_once_in_order_through_faults(
     fleet = Fleet(env, list(spec.downstreams), tmp_path / "logs")
     outcome = await _run(fleet, vhost, spec, db, outages, tmp_path / "stores")
     names, truth, dead = fleet.downstreams, outcome.truth, outcome.dead
-    checks = [
-        c for d in names for c in check_store(d, tmp_path / "stores" / f"{d}.db", truth, dead[d])
-    ]
     figures = fleet.totals()
     reasons = Counter(reason for letters in dead.values() for _, reason, _ in letters)
     _print_figures(fleet, outcome, figures, reasons)
-    failed = [
-        f"{c.downstream}: {c.name} expected {c.expected} got {c.actual}" for c in checks if not c.ok
-    ]
+    failed = store_failures(names, tmp_path / "stores", truth, dead, tmp_path / "logs", db)
     healthy_dead = {
         d: Counter(reason for order_id, reason, _ in letters if order_id not in truth.poisoned)
         for d, letters in dead.items()
     }
-    if failed:
-        print_trail(tmp_path / "logs", tmp_path / "stores", db, names, dead)
     assert not failed, (SEED, failed, {d: dict(c) for d, c in healthy_dead.items() if c})
     assert outcome.in_stream, SEED
     # poison and its parked successors only: the outages healed within the retry ladder

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from demo.report import check_store, read_truth
+from demo.report import read_truth
 from producer.db import create_schema, make_engine
 from producer.simulate import run_traffic
 from producer.store import OrderStore
@@ -34,8 +34,8 @@ from tests.support.settling import (
     dead_letters,
     in_stream,
     outbox_ids,
-    print_trail,
     settle,
+    store_failures,
     unsent,
 )
 from topology import names
@@ -243,13 +243,8 @@ async def test_a_killed_node_and_a_stopped_node_lose_nothing(
         f"{len(truth.poisoned)} poisoned, {nacked} nacked republishes tried again in place\n  "
         + "\n  ".join(faults)
     )
-    checks = [c for d in downstreams for c in check_store(d, stores / f"{d}.db", truth, dead[d])]
-    failed = [
-        f"{c.downstream}: {c.name} expected {c.expected} got {c.actual}" for c in checks if not c.ok
-    ]
-    if failed:
-        print_trail(logs, stores, db, downstreams, dead, truth.poisoned)
-    assert not failed
+    failed = store_failures(downstreams, stores, truth, dead, logs, db)
+    assert not failed, failed
     assert left == 0, "the outbox did not drain"
     assert everything, "an outbox event is missing from the stream"
     reasons = Counter(reason for letters in dead.values() for _, reason, _ in letters)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from common.amqp import connect, queue_depth
+from demo.report import Truth, check_store
 from operations.dlq import DeadLetters
 from tests.support.amqp import collect_ids
 from tests.support.polling import eventually
@@ -158,3 +159,24 @@ def print_trail(
         for line in log_file.read_text(errors="replace").splitlines():
             if any(i in line for i in ids):
                 print(f"{log_file.name}: {line}")
+
+
+def store_failures(
+    downstreams: list[str],
+    stores: Path,
+    truth: Truth,
+    dead: dict[str, list[DeadLetter]],
+    logs: Path,
+    outbox: Path,
+) -> list[str]:
+    """Every store check that failed (applied once, in order, effects exact, only poison
+    dead-lettered), as lines; when any did, the trail of the orders concerned is printed."""
+    failed = [
+        f"{c.downstream}: {c.name} expected {c.expected} got {c.actual}"
+        for d in downstreams
+        for c in check_store(d, stores / f"{d}.db", truth, dead[d])
+        if not c.ok
+    ]
+    if failed:
+        print_trail(logs, stores, outbox, downstreams, dead, truth.poisoned)
+    return failed
