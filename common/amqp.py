@@ -59,8 +59,13 @@ async def first_answering(urls: str, attempt: Callable[[str], Awaitable[T]]) -> 
 
 async def queue_depth(channel: AbstractChannel, queue: str) -> int:
     """Ready messages in a queue, exact (a passive declare; the management API lags)."""
-    declared = await channel.declare_queue(queue, passive=True)
-    return int(declared.declaration_result.message_count or 0)
+    return (await queue_counts(channel, queue))[0]
+
+
+async def queue_counts(channel: AbstractChannel, queue: str) -> tuple[int, int]:
+    """A queue's ready messages and consumers, exact (a passive declare)."""
+    declared = (await channel.declare_queue(queue, passive=True)).declaration_result
+    return int(declared.message_count or 0), int(declared.consumer_count or 0)
 
 
 async def depths(connection: AbstractConnection, queues: Iterable[str]) -> dict[str, int | None]:

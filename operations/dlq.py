@@ -3,29 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aiormq.abc
 from aiormq.abc import DeliveredMessage
 
-from common.amqp import Received, connect, queue_depth
+from common.amqp import Received, connect, queue_counts
 from events import headers as h
 from events.codec import republished
 from topology import names
+
+# Each page of a DLQ is read on its own channel with this prefetch, and held there unacked
+# until the command ends: a page's prefetch stays within AMQP's 16-bit field whatever the
+# depth, and pages read one after the other keep the queue's order.
+PAGE = 5_000
+# A page that receives nothing for this long ends the read early.
+IDLE = 5.0
+# How long a command waits, when it ends, for the queue to count what it gave back.
+GIVE_BACK_WAIT = 10.0
 
 
 class DeadMessage(Received):
     """One message in a DLQ, with its failure context."""
 
-    __slots__ = ()
+    __slots__ = ("page", "position")
+    page: int  # which page's channel holds it
+    position: int  # where it stood in the queue when read
 
     @property
     def tag(self) -> int:
-        """Its delivery tag on the DLQ tool's channel."""
+        """Its delivery tag on its page's channel."""
         return self.delivery_tag
 
     @property
@@ -86,17 +97,55 @@ def _redriven(m: DeadMessage, now: str) -> aio_pika.Message:
 
 
 class DeadLetters:
-    """A downstream's DLQ, held by one consumer while an operator command runs.
+    """A downstream's DLQ, held while an operator command runs.
 
-    Every message is received and none is acked until the command decides; what it does
-    not take goes back to the queue in its order when the channel closes.
+    The queue is read page by page, each page on its own channel with a bounded prefetch, and
+    nothing is acked until the command decides; what it does not take goes back to the queue
+    in its order when the connection closes. `enough` ends the read early once it holds what
+    the command needs (`show` stops at its event).
     """
 
-    def __init__(self, amqp_url: str, downstream: str) -> None:
+    def __init__(
+        self,
+        amqp_url: str,
+        downstream: str,
+        *,
+        page: int = PAGE,
+        idle: float | None = None,
+        enough: Callable[[list[DeadMessage]], bool] | None = None,
+    ) -> None:
         self.amqp_url = amqp_url
         self.downstream = downstream
         self.queue = names.dlq(downstream)
         self.messages: list[DeadMessage] = []
+        self.depth = 0  # the queue's ready messages when the read began
+        self.others = 0  # other consumers on the queue then, each holding what it read
+        self._page, self._enough = page, enough
+        self._idle = IDLE if idle is None else idle
+        self._pages: list[aiormq.abc.AbstractChannel] = []
+        self._acked = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether the read holds the whole queue as it was when the read began."""
+        return len(self.messages) >= self.depth and not self.others
+
+    @property
+    def shortfall(self) -> str:
+        """Why the read holds less than the whole queue, in words ('' when it does not)."""
+        if self.complete or (self._enough and self._enough(self.messages)):
+            return ""
+        if self.others:
+            why = (
+                f"{self.others} other consumer(s) (a running dlq or status command) hold "
+                "the messages they read, which this read cannot see"
+            )
+        else:
+            why = f"no more arrived for {self._idle:g} s"
+        return (
+            f"read {len(self.messages):,} of the {self.depth:,} ready dead letters in "
+            f"{self.queue}: {why}; this result is partial, run it again when that has ended"
+        )
 
     async def __aenter__(self) -> DeadLetters:
         self._connection = await connect(self.amqp_url, "operator:dlq")
@@ -104,29 +153,75 @@ class DeadLetters:
         self._channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
-        self._raw = await self._channel.get_underlay_channel()
-        depth = await self._depth()
-        if depth:
-            await self._raw.basic_qos(prefetch_count=depth)
-            done = asyncio.get_running_loop().create_future()
-
-            async def take(raw: DeliveredMessage) -> None:
-                self.messages.append(DeadMessage.of_frame(raw))
-                if len(self.messages) >= depth and not done.done():
-                    done.set_result(None)
-
-            ok = await self._raw.basic_consume(self.queue, take, no_ack=False)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done, 30)
-            await self._raw.basic_cancel(str(ok.consumer_tag))
+        self.depth, self.others = await queue_counts(self._channel, self.queue)
+        while len(self.messages) < self.depth:
+            if self._enough and self._enough(self.messages):
+                break
+            if not await self._read_page(min(self._page, self.depth - len(self.messages))):
+                break
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        # Closing the channel returns every unacked message to the queue.
-        await self._connection.close()
+        try:
+            if not self._connection.is_closed and not self._channel.is_closed:
+                await self._give_back()
+        finally:
+            await self._connection.close()
 
-    async def _depth(self) -> int:
-        return await queue_depth(self._channel, self.queue)
+    async def _give_back(self) -> None:
+        """Return what is held and wait (briefly) until the queue counts it as ready again.
+
+        A quorum queue applies the return of a closed channel's messages a moment later; a
+        command started right after would otherwise read the queue out of order, without them.
+        """
+        for page in self._pages:
+            await page.close()
+        expected = self.depth - self._acked
+        deadline = asyncio.get_running_loop().time() + GIVE_BACK_WAIT
+        while asyncio.get_running_loop().time() < deadline:
+            ready, _ = await queue_counts(self._channel, self.queue)
+            if ready >= expected:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _read_page(self, size: int) -> bool:
+        """Hold the next `size` messages on a fresh channel; whether all of them came.
+
+        The page's consumer stays until the command ends, with its prefetch full: the broker
+        sends it nothing more, the next page starts after it, and another command sees it
+        in the queue's consumer count. What it is sent once the read is over (after a
+        redrive's acks) is held unread and goes back when the connection closes.
+        """
+        raw = await (await self._connection.channel()).get_underlay_channel()
+        self._pages.append(raw)
+        await raw.basic_qos(prefetch_count=size)
+        page, wanted = len(self._pages) - 1, len(self.messages) + size
+        arrived = asyncio.Event()
+
+        async def take(frame: DeliveredMessage) -> None:
+            if len(self.messages) >= wanted:
+                return
+            m = DeadMessage.of_frame(frame)
+            m.page, m.position = page, len(self.messages)
+            self.messages.append(m)
+            arrived.set()
+
+        await raw.basic_consume(self.queue, take, no_ack=False)
+        while True:
+            arrived.clear()
+            if len(self.messages) >= wanted or (self._enough and self._enough(self.messages)):
+                break
+            try:
+                await asyncio.wait_for(arrived.wait(), self._idle)
+            except TimeoutError:
+                break
+        full = len(self.messages) >= wanted
+        wanted = len(self.messages)  # what the broker sends this consumer from now stays unread
+        return full
+
+    async def _ack(self, m: DeadMessage) -> None:
+        await self._pages[m.page].basic_ack(m.tag)
+        self._acked += 1
 
     def select(self, keep: Filter, limit: int | None = None) -> list[DeadMessage]:
         """Matching messages in queue order, at most `limit`."""
@@ -147,7 +242,7 @@ class DeadLetters:
         exchange = await self._channel.get_exchange(
             names.hash_exchange(self.downstream), ensure=False
         )
-        ordered = sorted(chosen, key=lambda m: (m.order_id, m.seq, m.tag))
+        ordered = sorted(chosen, key=lambda m: (m.order_id, m.seq, m.position))
         now = datetime.now(UTC).isoformat()
         moved: list[DeadMessage] = []
         for start in range(0, len(ordered), window):
@@ -160,7 +255,7 @@ class DeadLetters:
             for m, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     continue  # stays in the DLQ (the channel closes unacked): nothing is lost
-                await self._raw.basic_ack(m.tag)
+                await self._ack(m)
                 moved.append(m)
                 if on_moved:
                     on_moved(m)
@@ -172,5 +267,5 @@ class DeadLetters:
     async def drop(self, chosen: Sequence[DeadMessage]) -> int:
         """Remove chosen messages for good."""
         for m in chosen:
-            await self._raw.basic_ack(m.tag)
+            await self._ack(m)
         return len(chosen)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +16,7 @@ from rich.table import Table
 
 from events.headers import ERROR_STACK, DeadReason
 from operations.dlq import DeadLetters, DeadMessage, Filter
-from topology.commands import Command, Context
+from topology.commands import EXIT_ERROR, EXIT_OK, Command, Context
 
 
 def _arguments(dlq: argparse.ArgumentParser) -> None:
@@ -29,15 +31,38 @@ def _arguments(dlq: argparse.ArgumentParser) -> None:
         p.add_argument("downstream")
     show.add_argument("event_id")
     for p in (listing, redrive, purge):
-        p.add_argument("--order-id", default=None)
+        p.add_argument("--order-id", default=None, help="only this order's (default: every order)")
     for p in (listing, redrive):
-        p.add_argument("--reason", choices=[r.value for r in DeadReason], default=None)
-        p.add_argument("--limit", type=int, default=None, help="at most this many messages")
-    listing.add_argument("--json", action="store_true")
+        p.add_argument(
+            "--reason",
+            choices=[r.value for r in DeadReason],
+            default=None,
+            help="only dead letters with this reason (default: any)",
+        )
+    listing.add_argument(
+        "--limit",
+        type=_count,
+        default=LIST_ROWS,
+        help="show at most this many rows; 0 shows all (default: %(default)s)",
+    )
+    redrive.add_argument(
+        "--limit", type=_count, default=0, help="move at most this many; 0 moves all (default: 0)"
+    )
+    listing.add_argument("--json", action="store_true", help="rows as JSON on stdout")
     redrive.add_argument(
         "--dry-run", action="store_true", help="show what would move; move nothing"
     )
     purge.add_argument("--yes", action="store_true", help="confirm the deletion")
+
+
+LIST_ROWS = 1_000
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -45,27 +70,41 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     ctx.spec.downstream(args.downstream)
     if args.verb == "purge" and not args.yes:
         return ctx.fail("refusing to purge without --yes (dead letters are deleted for good)")
-    return asyncio.run(_run(args, ctx.amqp_url, ctx.out))
+    return asyncio.run(_run(args, ctx))
 
 
-async def _run(args: argparse.Namespace, amqp_url: str, out: Console) -> int:
-    async with DeadLetters(amqp_url, args.downstream) as dead:
+async def _run(args: argparse.Namespace, ctx: Context) -> int:
+    out = ctx.out
+    enough = None
+    if args.verb == "show":
+        enough = _finds(args.event_id)
+    async with DeadLetters(ctx.amqp_url, args.downstream, enough=enough) as dead:
+        if dead.shortfall and args.verb in ("redrive", "purge"):
+            # Moving part of an order's dead letters while another command holds the rest
+            # would split the order; nothing is moved.
+            return ctx.fail(f"{dead.shortfall}; nothing was moved")
+        if dead.shortfall:
+            ctx.err.print(
+                f"[yellow]warning:[/] {escape(dead.shortfall)}", highlight=False, soft_wrap=True
+            )
         if args.verb == "list":
-            rows = [m.row() for m in dead.select(Filter(args.order_id, args.reason), args.limit)]
-            _print_rows(out, rows, args.json, len(dead.messages))
-            return 0
+            matching = dead.select(Filter(args.order_id, args.reason))
+            shown = matching[: args.limit] if args.limit else matching
+            _print_rows(out, [m.row() for m in shown], args.json, len(matching), dead)
+            return EXIT_ERROR if dead.shortfall else EXIT_OK
         if args.verb == "show":
             found = [m for m in dead.messages if m.event_id == args.event_id]
             if not found:
-                out.print(f"no dead letter with event_id {args.event_id} in {dead.queue}")
-                return 1
+                where = "the part read" if dead.shortfall else dead.queue
+                out.print(f"no dead letter with event_id {args.event_id} in {where}")
+                return EXIT_ERROR
             _print_one(out, found[0])
-            return 0
+            return EXIT_OK
         if args.verb == "purge":
             chosen = dead.select(Filter(args.order_id))
             out.print(f"purged {await dead.drop(chosen)} message(s) from {dead.queue}")
-            return 0
-        chosen = dead.select(Filter(args.order_id, args.reason), args.limit)
+            return EXIT_OK
+        chosen = dead.select(Filter(args.order_id, args.reason), args.limit or None)
         orders = sorted({m.order_id for m in chosen})
         if args.dry_run:
             what = f"{len(chosen)} message(s) of {len(orders)} order(s)"
@@ -82,11 +121,31 @@ async def _run(args: argparse.Namespace, amqp_url: str, out: Console) -> int:
         return 0
 
 
-def _print_rows(out: Console, rows: list[dict[str, Any]], as_json: bool, total: int) -> None:
+def _finds(event_id: str) -> Callable[[list[DeadMessage]], bool]:
+    """Whether the messages read so far hold `event_id` (each message looked at once)."""
+    seen, hit = 0, False
+
+    def found(messages: list[DeadMessage]) -> bool:
+        nonlocal seen, hit
+        hit = hit or any(m.event_id == event_id for m in itertools.islice(messages, seen, None))
+        seen = len(messages)
+        return hit
+
+    return found
+
+
+def _print_rows(
+    out: Console, rows: list[dict[str, Any]], as_json: bool, matching: int, dead: DeadLetters
+) -> None:
     if as_json:
         print(json.dumps(rows))
         return
-    table = Table(title=f"{len(rows)} of {total} dead letter(s)")
+    title = f"{len(rows):,} of {matching:,} matching dead letter(s)"
+    if matching > len(rows):
+        title += " (--limit 0 shows all)"
+    if dead.shortfall:
+        title += " - partial, see the warning"
+    table = Table(title=title)
     for column in (
         "event_id",
         "order_id",

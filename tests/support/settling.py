@@ -52,6 +52,7 @@ async def dead_letters(amqp_url: str, downstreams: list[str]) -> dict[str, list[
     dead = {}
     for d in downstreams:
         async with DeadLetters(amqp_url, d) as letters:
+            assert letters.complete, letters.shortfall
             dead[d] = [(m.order_id, m.reason, m.event_id) for m in letters.messages]
     return dead
 
