@@ -38,8 +38,10 @@ class Acker:
         interval: float = 0.01,
         straggler_limit: int = STRAGGLER_LIMIT,
         patience: float = STRAGGLER_PATIENCE,
+        on_acked: Callable[[int], None] | None = None,
     ) -> None:
         self.channel = channel
+        self.on_acked = on_acked  # told how many deliveries each flush acked
         self.every = every
         self.straggler_limit = straggler_limit
         self.patience = patience
@@ -80,11 +82,12 @@ class Acker:
         self.pending = 0
         if self.gone:
             return
-        high, ack_at = self.low - 1, 0
+        high, ack_at, acked = self.low - 1, 0, 0
         while high + 1 in self.done:
             high += 1
             if high not in self.singly:
                 ack_at = high
+                acked += 1
         if ack_at:
             self._settle(lambda tag: self.channel.ack(tag, multiple=True), ack_at)
         for tag in range(self.low, high + 1):
@@ -92,18 +95,24 @@ class Acker:
             self.singly.discard(tag)
         self.low = high + 1
         stragglers = sorted(self.done - self.singly)
+        now = asyncio.get_running_loop().time()
         if not stragglers:
             self._blocked_since = None
-            return
-        now = asyncio.get_running_loop().time()
-        if self._blocked_since is None:
+        elif self._blocked_since is None:
             self._blocked_since = now
-        if len(stragglers) >= self.straggler_limit and now - self._blocked_since >= self.patience:
+        if (
+            self._blocked_since is not None
+            and len(stragglers) >= self.straggler_limit
+            and now - self._blocked_since >= self.patience
+        ):
             for tag in stragglers:
                 self._settle(self.channel.ack, tag)
-        elif self._timer is None:
+            acked += len(stragglers)
+        elif stragglers and self._timer is None:
             # Look again once the patience is up, if nothing else flushes before.
             self._timer = asyncio.get_running_loop().call_later(self.patience, self.flush)
+        if acked and self.on_acked is not None and not self.gone:
+            self.on_acked(acked)
 
     def _settle(self, send: Callable[[int], None], tag: int) -> None:
         if self.gone:

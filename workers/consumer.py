@@ -237,7 +237,7 @@ class _Session:
         # Completions far past a slow delivery are acked one by one once they would hold
         # half the prefetch window.
         limit = max(STRAGGLER_LIMIT, self.worker.spec.prefetch // 2)
-        acker = Acker(channel, straggler_limit=limit)
+        acker = Acker(channel, straggler_limit=limit, on_acked=self.runtime.metrics.acked.inc)
         try:
             tag = await channel.consume(
                 shard,

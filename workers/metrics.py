@@ -80,6 +80,10 @@ class WorkerMetrics:
             "Deliveries the broker marked redelivered (a consumer died or closed holding them)",
         )
         self.applied = counter("bus_worker_applied", "Events applied")
+        self.acked = counter(
+            "bus_worker_acked",
+            "Deliveries acked: applied, duplicate, deferred, or moved to a retry tier or the DLQ",
+        )
         self.duplicates = counter("bus_worker_duplicates", "Deliveries already applied")
         self.deferred = counter("bus_worker_deferred", "Events deferred for a missing predecessor")
         self.retried = counter("bus_worker_retried", "Events sent to a retry tier", "tier")
@@ -109,6 +113,7 @@ class DownstreamMetrics:
         self.consumed = m.consumed.labels(downstream)
         self.redelivered = m.redelivered.labels(downstream)
         self.applied = m.applied.labels(downstream)
+        self.acked = m.acked.labels(downstream)
         self.duplicates = m.duplicates.labels(downstream)
         self.deferred = m.deferred.labels(downstream)
         self.in_flight = m.in_flight.labels(downstream)

@@ -108,6 +108,12 @@ async def test_reapply_rebuilds_a_store_wiped_under_a_running_worker(applied: Ap
     assert await _snapshot(applied.inventory) == applied.original
     assert metric(applied.workers, "bus_worker_applied_total", "inventory") == 2 * EVENTS
 
+    def all_acked() -> bool:
+        acked = metric(applied.workers, "bus_worker_acked_total", "inventory")
+        return acked == applied.consumed("inventory") == 2 * EVENTS
+
+    await eventually(all_acked, what="every delivery counted as acked once")
+
 
 async def test_a_replay_of_one_order_and_a_bad_time(applied: Applied) -> None:
     assert await applied.replay("--order-id", "o-07") == 0

@@ -127,3 +127,21 @@ async def test_stragglers_wait_for_a_briefly_blocked_prefix() -> None:
     acker.complete(1)
     acker.flush()
     assert rec.frames == [("ack", 1 + LIMIT, True)]
+
+
+async def test_the_acked_count_is_every_delivery_acked_once_and_no_hand_back() -> None:
+    rec = Recorder()
+    counts: list[int] = []
+    acker = Acker(rec, every=10_000, straggler_limit=LIMIT, patience=0, on_acked=counts.append)
+    acker.hand_back(1)  # nacked: never counted as acked
+    stragglers = range(3, 3 + LIMIT)
+    for tag in stragglers:
+        acker.complete(tag)
+    acker.flush()  # 2 is slow: the stragglers are acked singly
+    acker.complete(2)
+    acker.complete(3 + LIMIT)
+    acker.flush()  # the prefix closes over 2 and one more; the stragglers are not acked again
+    acked_tags = {t for kind, t, multiple in rec.frames if kind == "ack" and not multiple}
+    assert acked_tags == set(stragglers)
+    assert rec.frames[-1] == ("ack", 3 + LIMIT, True)
+    assert counts == [LIMIT, 2]
