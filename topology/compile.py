@@ -15,6 +15,11 @@ GROUP_SIZE_ARG = "x-quorum-initial-group-size"
 STREAM_REPLICAS_ARG = "x-initial-cluster-size"
 LEADER_LOCATOR_ARG = "x-queue-leader-locator"
 CREATION_ONLY_ARGS = frozenset({GROUP_SIZE_ARG, STREAM_REPLICAS_ARG, LEADER_LOCATOR_ARG})
+# RabbitMQ 4 gives every quorum queue a delivery limit of 20 unless a policy sets one, and
+# counts each message a closed channel gives back. The DLQ tools give back all they read, and
+# a DLQ has nowhere to dead-letter to: past the limit the broker would drop dead letters. A
+# limit no read reaches keeps them on every version (3.x refuses -1, 4.x's "off").
+UNREACHED_DELIVERY_LIMIT = 2**31 - 1
 
 
 def compile_topology(spec: TopologySpec) -> BrokerObjects:
@@ -76,6 +81,8 @@ def _compile_downstream(spec: TopologySpec, d: str, ds: DownstreamSpec, out: Bro
     out.add(ExchangeDef(dead_ex, "fanout"))
     out.add(QueueDef(dlq, dict(qtype)))
     out.add(BindingDef(dead_ex, dlq, "queue", ""))
+    if ds.queue_type is QueueType.QUORUM:
+        out.add(PolicyDef(dlq, _exact(dlq), {"delivery-limit": UNREACHED_DELIVERY_LIMIT}))
 
 
 def _queue_args(queue_type: QueueType, replication: ReplicationSpec) -> JsonDict:
@@ -97,8 +104,11 @@ def _stream_args(replication: ReplicationSpec) -> JsonDict:
 
 def _shard_policy(d: str, ds: DownstreamSpec) -> JsonDict:
     definition: JsonDict = {"dead-letter-exchange": names.dead_exchange(d)}
-    if ds.delivery_limit is not None:
-        definition["delivery-limit"] = ds.delivery_limit
+    if ds.queue_type is QueueType.QUORUM:
+        # No limit in the file means none on every broker version, not 4.x's default of 20.
+        definition["delivery-limit"] = (
+            UNREACHED_DELIVERY_LIMIT if ds.delivery_limit is None else ds.delivery_limit
+        )
     if ds.max_length is not None:
         definition["max-length"] = ds.max_length
     definition |= _safe_dead_lettering(ds.queue_type, ds.overflow)

@@ -15,7 +15,7 @@ from common.settings import Settings
 from topology.management import ManagementClient, ManagementError
 
 # Pinned: the suite proves broker behaviour, so the broker version must not drift.
-RABBITMQ_IMAGE = "rabbitmq:3.13.7-management"
+RABBITMQ_IMAGE = "rabbitmq:4.3.7-management"
 RABBITMQ_DIR = Path(__file__).resolve().parents[2] / "rabbitmq"
 NO_BROKER = (
     "no RabbitMQ broker: none answers at AMQP_URL={url} and no Docker engine answers; "

@@ -133,3 +133,28 @@ async def test_a_dlq_held_in_part_by_another_command_is_reported_as_partial(
     await settles_at(vhost, 40)
     assert await asyncio.to_thread(_cli, vhost, monkeypatch, "dlq", "list", D) == 0
     assert "40 of 40 matching" in capsys.readouterr().out
+
+
+async def test_dead_letters_outlive_more_reads_than_rabbitmq_4s_default_delivery_limit(
+    vhost: Vhost, fast_spec: TopologySpec
+) -> None:
+    vhost.apply(fast_spec)
+
+    def dlq_policy() -> bool:
+        info = vhost.client.queue(vhost.name, DLQ)
+        return info is not None and info.get("policy") == DLQ
+
+    await eventually(dlq_policy, within=30, what=f"the {DLQ} policy in effect")
+    connection = await aio_pika.connect(vhost.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        letters = (m for i, m in enumerate(_dead_letters()) if i < 2)
+        await publish_confirmed(channel, names.dead_exchange(D), letters)
+    reads = 25  # RabbitMQ 4 drops a quorum DLQ's messages after 20 without the DLQ policy
+    for _ in range(reads):
+        async with DeadLetters(vhost.amqp_url, D) as dead:
+            assert len(dead.messages) == 2
+    async with DeadLetters(vhost.amqp_url, D) as dead:
+        counts = [int(m.headers.get("x-delivery-count", 0)) for m in dead.messages]
+    # Every read was counted as a delivery, and none dropped a dead letter.
+    assert len(counts) == 2 and min(counts) >= reads

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.support import topologies
-from topology.compile import compile_topology
+from topology.compile import UNREACHED_DELIVERY_LIMIT, compile_topology
 from topology.spec import DEFAULT_TOPOLOGY_FILE, load_spec
 
 
@@ -88,8 +88,25 @@ def test_counts_follow_the_file() -> None:
             "inventory.retry.short",
             "inventory.retry.medium",
             "inventory.retry.long",
+            "inventory.dlq",
         ]
     )
+
+
+def test_no_quorum_queue_a_consumer_reads_gets_rabbitmq_4s_default_delivery_limit() -> None:
+    data = topologies.default_data()
+    data["downstreams"]["loyalty"]["delivery_limit"] = None
+    objects = compile_topology(topologies.spec_of(data))
+    # The DLQ tools give back what they read: a DLQ's limit is one no read reaches.
+    assert objects.policies["inventory.dlq"].definition == {
+        "delivery-limit": UNREACHED_DELIVERY_LIMIT
+    }
+    assert objects.policies["inventory.dlq"].pattern == r"^inventory\.dlq$"
+    # A limit the file leaves out is no limit on 4.x as on 3.x, not 4.x's 20.
+    assert objects.policies["loyalty.shards"].definition["delivery-limit"] == (
+        UNREACHED_DELIVERY_LIMIT
+    )
+    assert objects.policies["inventory.shards"].definition["delivery-limit"] == 20
 
 
 def test_classic_and_drop_head_fall_back_to_at_most_once_dead_lettering() -> None:
