@@ -13,7 +13,7 @@ def start(err: Console, kind: type[S]) -> S | None:
     try:
         settings = load_settings(kind)
     except SettingsError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return None
     configure_logging(settings.log_level, settings.log_json)
     return settings

@@ -71,24 +71,36 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--orders", type=int, default=2000, help="orders to simulate")
     parser.add_argument(
-        "--flaky-rate", type=float, default=0.05, help="share of orders that fail, then heal"
+        "--orders", type=int, default=2000, help="orders to simulate (default: %(default)s)"
     )
     parser.add_argument(
-        "--poison-rate", type=float, default=0.01, help="share of orders that never apply"
+        "--flaky-rate",
+        type=float,
+        default=0.05,
+        help="share of orders that fail, then heal (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=7, help="makes the orders reproducible")
+    parser.add_argument(
+        "--poison-rate",
+        type=float,
+        default=0.01,
+        help="share of orders that never apply (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=7, help="makes the orders reproducible (default: %(default)s)"
+    )
     parser.add_argument(
         "--vhost", default="demo", help="vhost to delete and recreate (never the default '/')"
     )
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to settle")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to settle (default: %(default)s)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     parser.add_argument(
         "--work",
         type=Path,
         default=Path("var/demo"),
-        help="stores and files, deleted first (inside var/)",
+        help="stores and files, deleted first; must be inside var/ (default: %(default)s)",
     )
     return parser
 

@@ -16,7 +16,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("downstream")
     parser.add_argument("--since", required=True, help="ISO time or a duration ago (15m, 2h, 7d)")
     parser.add_argument("--until", default=None, help="ISO time or a duration ago (default: now)")
-    parser.add_argument("--order-id", default=None)
+    parser.add_argument(
+        "--order-id", default=None, help="replay only this order's events (default: every order)"
+    )
     parser.add_argument(
         "--reapply",
         action="store_true",

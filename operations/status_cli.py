@@ -22,7 +22,12 @@ EXIT_UNDER_REPLICATED = 4
 
 def _arguments(status: argparse.ArgumentParser) -> None:
     status.add_argument("--watch", action="store_true", help="refresh every --interval seconds")
-    status.add_argument("--interval", type=float, default=2.0)
+    status.add_argument(
+        "--interval",
+        type=float,
+        default=2.0,
+        help="seconds between refreshes with --watch (default: %(default)s)",
+    )
     status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.add_argument(
         "--fail-over-lag",

@@ -74,13 +74,33 @@ def build_parser() -> argparse.ArgumentParser:
     relay = sub.add_parser("relay", help="publish the outbox until SIGTERM")
     sim = sub.add_parser("simulate", help="simulate orders through the outbox and the relay")
     either_side(parser, (relay, sim), _common)
-    sim.add_argument("--orders", type=_positive(int), required=True)
+    sim.add_argument("--orders", type=_positive(int), required=True, help="orders to place")
     sim.add_argument("--rate", type=_positive(float), default=None, help="orders per second")
-    sim.add_argument("--concurrency", type=_positive(int), default=8, help="concurrent customers")
+    sim.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=8,
+        help="concurrent customers (default: %(default)s)",
+    )
     sim.add_argument("--seed", type=int, default=None, help="makes the orders reproducible")
-    sim.add_argument("--flaky-rate", type=_fraction, default=0.0)
-    sim.add_argument("--poison-rate", type=_fraction, default=0.0)
-    sim.add_argument("--drain-timeout", type=_positive(float), default=300.0)
+    sim.add_argument(
+        "--flaky-rate",
+        type=_fraction,
+        default=0.0,
+        help="share of orders with a SKU that fails, then heals (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--poison-rate",
+        type=_fraction,
+        default=0.0,
+        help="share of orders with a SKU that never applies (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--drain-timeout",
+        type=_positive(float),
+        default=300.0,
+        help="seconds to wait for the relay to publish the outbox (default: %(default)s)",
+    )
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 

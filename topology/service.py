@@ -36,12 +36,12 @@ def run_service(
     except TopologyFileError as exc:
         err.print(exc.render(), markup=False, highlight=False)
     except UnknownDownstream as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
         lead = next((w for kinds, w in failures.items() if isinstance(exc, kinds)), None)
         if lead is None:
             raise
-        err.print(f"error: {lead}{exc}", markup=False, highlight=False)
+        err.print(f"error: {lead}{exc}", markup=False, highlight=False, soft_wrap=True)
     return 1

@@ -97,7 +97,13 @@ def make_sync_engine(downstream: str, dsn: str | None, store_dir: Path) -> Engin
         return create_engine(url, pool_size=2).execution_options(
             schema_translate_map={None: downstream}
         )
-    store_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        store_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(
+            f"cannot create the SQLite store folder {store_dir.absolute()} ({exc.strerror}); "
+            "set WORKERS_STORE_DIR to a writable folder, or WORKERS_DSN to a PostgreSQL database",
+        ) from exc
     engine = create_engine(
         f"sqlite:///{store_dir / f'{downstream}.db'}", connect_args={"timeout": 30}
     )
