@@ -45,7 +45,7 @@ _TIER = r"[a-z0-9][a-z0-9_-]{0,19}"  # a retry tier's name
 _SCHEME = {
     "queue": re.compile(rf"^{_WORD}\.(\d+|retry\.{_TIER}|dlq)$"),
     "exchange": re.compile(rf"^{_WORD}(\.retry|\.dead)?$"),
-    "policy": re.compile(rf"^{_WORD}\.(shards|retry\.{_TIER})$"),
+    "policy": re.compile(rf"^{_WORD}\.(shards|retry\.{_TIER}|dlq)$"),
 }
 # A downstream's exchanges by the end of their name; a bare word is only ours as a hash exchange.
 _EXCHANGE_TYPES = {".retry": "direct", ".dead": "fanout", "": "x-consistent-hash"}

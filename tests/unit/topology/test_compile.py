@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.support import topologies
+from topology import names
 from topology.compile import UNREACHED_DELIVERY_LIMIT, compile_topology
 from topology.spec import DEFAULT_TOPOLOGY_FILE, load_spec
 
@@ -144,3 +145,13 @@ def test_replication_reaches_every_replicated_queue() -> None:
         assert not {"x-quorum-initial-group-size", "x-queue-leader-locator"} & set(
             objects.queues[queue].arguments
         ), queue
+
+
+def test_prune_owns_every_object_compile_makes() -> None:
+    spec = topologies.spec_of(topologies.default_data())
+    objects = compile_topology(spec)
+    entry = {spec.exchange.name, spec.exchange.alternate_exchange, spec.log.name}
+    # An object compile makes that the naming scheme does not own could never be pruned.
+    assert all(names.owned("queue", q, entry) for q in objects.queues)
+    assert all(names.owned("policy", p, entry) for p in objects.policies)
+    assert all(names.owned("exchange", n, entry, e.type) for n, e in objects.exchanges.items())
