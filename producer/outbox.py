@@ -29,6 +29,17 @@ def outbox_values(event: AnyEvent) -> dict[str, Any]:
     }
 
 
+_ROW_COLUMNS = (
+    outbox.c.id,
+    outbox.c.event_id,
+    outbox.c.order_id,
+    outbox.c.seq,
+    outbox.c.event_type,
+    outbox.c.occurred_at_ms,
+    outbox.c.body,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     """One unsent event."""
@@ -63,18 +74,21 @@ class Outbox:
     async def fetch_unsent(self, after_id: int, limit: int) -> list[OutboxRow]:
         """Unsent rows with id > after_id, in id order."""
         query = (
-            select(
-                outbox.c.id,
-                outbox.c.event_id,
-                outbox.c.order_id,
-                outbox.c.seq,
-                outbox.c.event_type,
-                outbox.c.occurred_at_ms,
-                outbox.c.body,
-            )
+            select(*_ROW_COLUMNS)
             .where(outbox.c.sent_at_ms.is_(None), outbox.c.id > after_id)
             .order_by(outbox.c.id)
             .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [OutboxRow(*row) for row in rows]
+
+    async def fetch_ids(self, ids: Sequence[int]) -> list[OutboxRow]:
+        """Those of these rows that exist and are unsent, in id order."""
+        query = (
+            select(*_ROW_COLUMNS)
+            .where(outbox.c.sent_at_ms.is_(None), outbox.c.id.in_(list(ids)))
+            .order_by(outbox.c.id)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()

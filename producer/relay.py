@@ -18,10 +18,13 @@ from prometheus_client import CollectorRegistry
 from common.amqp import connect
 from common.backoff import backoff_delay
 from common.loop import reconnecting, sleep_unless
+from producer.gaps import Gaps
 from producer.metrics import RelayMetrics
 from producer.outbox import Outbox, OutboxRow
 
 log = structlog.get_logger("producer.relay")
+# How often the relay looks again for outbox ids its cursor passed over (see producer.gaps).
+GAP_RECHECK = 0.1
 
 
 @dataclass
@@ -94,6 +97,7 @@ class Relay:
         """Publish from the first unsent row on; return when stop is set."""
         window = _Window(self.window, self)
         cursor, rejections, next_backlog = 0, 0, 0.0
+        gaps, next_gap_check = Gaps(), 0.0
         flushing: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
@@ -103,15 +107,22 @@ class Relay:
                     self.metrics.backlog.set(await self.outbox.backlog())
                     next_backlog = time.monotonic() + 2.0
                 rows = await self.outbox.fetch_unsent(cursor, self.fetch_size)
+                now, late = time.monotonic(), []
+                if gaps and now >= next_gap_check:
+                    gaps.expire(now)
+                    late = await self.outbox.fetch_ids(gaps.pending())
+                    gaps.found(r.id for r in late)
+                    next_gap_check = now + GAP_RECHECK
+                gaps.note(cursor, [r.id for r in rows], now)
                 sent = 0
-                for row in rows:
+                for row in [*late, *rows]:
                     if not await window.acquire(stop):
                         break
                     window.track(
                         row,
                         exchange.publish(row.message(self.app_id), row.event_type, mandatory=True),
                     )
-                    cursor, sent = row.id, sent + 1
+                    cursor, sent = max(cursor, row.id), sent + 1
                 self.stats.published += sent
                 self.metrics.published.inc(sent)
                 # Marking rows sent runs beside the publishing, one flush at a time, so the
@@ -129,8 +140,9 @@ class Relay:
                     await self._flush(window.confirmed)
                     rejections += 1
                     window.rejected, cursor = 0, 0
+                    gaps.clear()  # reading from the first unsent row finds them anyway
                     await sleep_unless(stop, backoff_delay(rejections, base=0.05, cap=2.0))
-                elif not rows:
+                elif not rows and not late:
                     rejections = 0
                     await sleep_unless(stop, self.poll_interval)
         finally:
