@@ -130,6 +130,9 @@ class DownstreamSpec(_Spec):
     max_length: Annotated[int | None, Field(ge=1)] = 1_000_000
     overflow: Literal["reject-publish", "drop-head"] = "reject-publish"
     handler_time: DurationMs = 0
+    # A handler call (per event, or per batch's load) that runs longer fails as retryable:
+    # a hung call would otherwise hold its delivery, its order's lane and prefetch for ever.
+    handler_timeout: Annotated[DurationMs, Field(ge=1)] = 30_000
     batch: BatchSpec | None = None
     scale_out_lag: Annotated[int, Field(ge=1)] = 10_000
     replication: ReplicationSpec | None = None  # None: the file's top-level replication

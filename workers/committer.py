@@ -8,6 +8,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from events import AnyEvent
+from workers.errors import within
 from workers.handlers import Handler
 from workers.store import DownstreamStore, Progress
 
@@ -38,9 +39,15 @@ class Committer:
     """Collects applications (and parkings) and commits them in batches, one at a time."""
 
     def __init__(
-        self, store: DownstreamStore, handler: Handler, max_batch: int, linger: float
+        self,
+        store: DownstreamStore,
+        handler: Handler,
+        max_batch: int,
+        linger: float,
+        timeout: float | None = None,
     ) -> None:
         self.store = store
+        self.timeout = timeout  # for the batch handler's load, as for each event's handler
         self.handler = handler
         self.max_batch = max_batch
         self.linger = linger
@@ -92,7 +99,7 @@ class Committer:
             batch = self._batches.popleft()
             try:
                 events = [p.event for p in batch.entries if p.event is not None]
-                await self.handler.before_batch(events)
+                await within(self.timeout, self.handler.before_batch(events), "batch handler")
                 await self._commit(batch.entries)
                 batch.done.set_result(set())
             except self.store.IntegrityError:

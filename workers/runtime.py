@@ -18,6 +18,7 @@ from topology.spec import DownstreamSpec
 from workers.acks import Acker
 from workers.committer import AlreadyApplied, Committer
 from workers.divert import Divert
+from workers.errors import within
 from workers.handlers import Handler
 from workers.metrics import DownstreamMetrics
 from workers.policy import (
@@ -73,12 +74,14 @@ class Runtime:
         self.store = store
         self.handler = handler
         self.metrics = metrics
+        self.timeout = spec.handler_timeout / 1000
         batch = spec.batch
         self.committer = Committer(
             store,
             handler,
             max_batch=batch.size if batch else DEFAULT_COMMIT_BATCH,
             linger=batch.linger / 1000 if batch else DEFAULT_COMMIT_LINGER,
+            timeout=self.timeout,
         )
         self.cache = ProgressCache(store)
         self.slots = asyncio.Semaphore(spec.concurrency)  # orders handled at once
@@ -136,7 +139,9 @@ class Runtime:
         """The order's next event: the handler, then effect + inbox + progress in one commit."""
         started = time.monotonic()
         try:
-            await self.handler.check(event, attempts_of(d.message.headers))
+            await within(
+                self.timeout, self.handler.check(event, attempts_of(d.message.headers)), "handler"
+            )
         except Exception as exc:
             decision = on_failure(d.message.headers, exc, self.spec.retry, d.shard)
             await self._divert(d, decision, progress, divert)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy import MetaData
@@ -17,7 +17,8 @@ from workers.store import store_tables
 from workers.tx import Tx
 
 # A test or chaos hook: called before the handler with (event, attempts so far); may raise.
-FaultHook = Callable[[AnyEvent, int], None]
+# Injected failures (tests, the demo): raise, or return an awaitable to be slow or hang.
+FaultHook = Callable[[AnyEvent, int], Awaitable[None] | None]
 _OUTAGE_RECHECK_SECONDS = 0.25
 
 
@@ -62,8 +63,8 @@ class Handler:
 
     async def check(self, event: AnyEvent, attempts: int) -> None:
         """Do the event's work outside the transaction; raise to retry or dead-letter it."""
-        if self.faults:
-            self.faults(event, attempts)
+        if self.faults and (slow := self.faults(event, attempts)) is not None:
+            await slow
         if self.outage and self.outage.on():
             raise TransientError(f"simulated outage: {self.outage.path} exists")
         if isinstance(event, OrderCreatedEvent):
