@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +26,8 @@ PAGE = 5_000
 IDLE = 5.0
 # How long a command waits, when it ends, for the queue to count what it gave back.
 GIVE_BACK_WAIT = 10.0
+# How long a command that acked waits before closing its channels (see _ack_all).
+SETTLE_GRACE = 0.2
 
 
 class DeadMessage(Received):
@@ -123,6 +126,7 @@ class DeadLetters:
         self._page, self._enough = page, enough
         self._idle = IDLE if idle is None else idle
         self._pages: list[aiormq.abc.AbstractChannel] = []
+        self._held: list[list[int]] = []  # each page's read tags not acked, ascending
         self._acked = 0
 
     @property
@@ -174,8 +178,14 @@ class DeadLetters:
         A quorum queue applies the return of a closed channel's messages a moment later; a
         command started right after would otherwise read the queue out of order, without them.
         """
+        if self._acked:
+            # Acks went out: a reply on each page's channel shows the broker has read them,
+            # and a moment lets the quorum queue's client send settlements it held back.
+            for page in self._pages:
+                await page.basic_qos(prefetch_count=1)
+            await asyncio.sleep(SETTLE_GRACE)
         for page in self._pages:
-            await page.close()
+            await page.close()  # its unacked messages go back, in their order
         expected = self.depth - self._acked
         deadline = asyncio.get_running_loop().time() + GIVE_BACK_WAIT
         while asyncio.get_running_loop().time() < deadline:
@@ -190,12 +200,11 @@ class DeadLetters:
         The page's consumer stays until the command ends, with its prefetch full: the broker
         sends it nothing more, the next page starts after it, and another command sees it
         in the queue's consumer count. What it is sent once the read is over (after a
-        redrive's acks) is held unread and goes back when the connection closes.
+        redrive's acks) is held unread and handed back at the end.
         """
         raw = await (await self._connection.channel()).get_underlay_channel()
-        self._pages.append(raw)
         await raw.basic_qos(prefetch_count=size)
-        page, wanted = len(self._pages) - 1, len(self.messages) + size
+        page, wanted = len(self._pages), len(self.messages) + size
         arrived = asyncio.Event()
 
         async def take(frame: DeliveredMessage) -> None:
@@ -204,9 +213,13 @@ class DeadLetters:
             m = DeadMessage.of_frame(frame)
             m.page, m.position = page, len(self.messages)
             self.messages.append(m)
+            held.append(m.tag)
             arrived.set()
 
+        held: list[int] = []
+        self._held.append(held)
         await raw.basic_consume(self.queue, take, no_ack=False)
+        self._pages.append(raw)
         while True:
             arrived.clear()
             if len(self.messages) >= wanted or (self._enough and self._enough(self.messages)):
@@ -219,9 +232,31 @@ class DeadLetters:
         wanted = len(self.messages)  # what the broker sends this consumer from now stays unread
         return full
 
-    async def _ack(self, m: DeadMessage) -> None:
-        await self._pages[m.page].basic_ack(m.tag)
-        self._acked += 1
+    async def _ack_all(self, chosen: Sequence[DeadMessage]) -> None:
+        """Ack these messages in as few frames as their pages allow.
+
+        A quorum queue's client holds back settlements once too many are pending, and a
+        channel closed meanwhile never sends them: the broker would return messages that
+        were acked (duplicates). One multiple ack per page for the run of held tags that
+        are all chosen, and single acks only for the rest, keeps them few.
+        """
+        by_page: dict[int, set[int]] = defaultdict(set)
+        for m in chosen:
+            by_page[m.page].add(m.tag)
+        for page, tags in by_page.items():
+            held, channel = self._held[page], self._pages[page]
+            run = 0
+            for tag in held:
+                if tag not in tags:
+                    break
+                run = tag
+            if run:
+                await channel.basic_ack(run, multiple=True)
+            for tag in sorted(tags):
+                if tag > run:
+                    await channel.basic_ack(tag)
+            self._held[page] = [t for t in held if t not in tags]
+            self._acked += len(tags)
 
     def select(self, keep: Filter, limit: int | None = None) -> list[DeadMessage]:
         """Matching messages in queue order, at most `limit`."""
@@ -237,7 +272,8 @@ class DeadLetters:
         """Publish chosen messages back to the downstream, order by order in seq order.
 
         Publishes on one channel keep their order, so a window of them is in flight at once;
-        each DLQ copy is acked only after its own publish was confirmed.
+        the DLQ copies are acked once their publishes were confirmed, together at the end
+        (a copy whose publish failed stays in the DLQ: nothing is lost).
         """
         exchange = await self._channel.get_exchange(
             names.hash_exchange(self.downstream), ensure=False
@@ -245,6 +281,7 @@ class DeadLetters:
         ordered = sorted(chosen, key=lambda m: (m.order_id, m.seq, m.position))
         now = datetime.now(UTC).isoformat()
         moved: list[DeadMessage] = []
+        failed: BaseException | None = None
         for start in range(0, len(ordered), window):
             batch = ordered[start : start + window]
             confirms = [
@@ -254,18 +291,19 @@ class DeadLetters:
             results = await asyncio.gather(*confirms, return_exceptions=True)
             for m, result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
-                    continue  # stays in the DLQ (the channel closes unacked): nothing is lost
-                await self._ack(m)
+                    failed = failed or result
+                    continue
                 moved.append(m)
                 if on_moved:
                     on_moved(m)
-            if len(moved) < start + len(batch):
-                failed = next(r for r in results if isinstance(r, BaseException))
-                raise failed
+            if failed is not None:
+                break
+        await self._ack_all(moved)
+        if failed is not None:
+            raise failed
         return moved
 
     async def drop(self, chosen: Sequence[DeadMessage]) -> int:
         """Remove chosen messages for good."""
-        for m in chosen:
-            await self._ack(m)
+        await self._ack_all(chosen)
         return len(chosen)
