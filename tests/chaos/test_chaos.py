@@ -6,8 +6,9 @@ Run alone with `pytest -m chaos`. At the end it proves from the outbox, the stor
 and the stream: every event applied exactly once per downstream, in seq order, poisoned orders
 dead-lettered with a reason, nothing missing; it prints the faults and the figures.
 
-`BUS_CHAOS_CONTROL_BROKER=1` (set by `scripts/test` when `rabbitmqctl` controls the local
-broker) adds `rabbitmqctl stop_app` / `start_app` to the faults.
+When `BUS_REQUIRE` names `broker-control` (set by `scripts/test` when `rabbitmqctl` controls
+the local broker), `rabbitmqctl stop_app` / `start_app` join the faults. The seed of the fault
+schedule is printed first and named in every failure; `BUS_CHAOS_SEED` replays it.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from typing import Any
 
 import pytest
 
-from demo.report import Truth, read_truth
 from producer.db import create_schema, make_engine
 from producer.simulate import TrafficStats, run_traffic
 from producer.store import OrderStore
 from tests.support import topologies
 from tests.support.fixtures import Vhost
 from tests.support.fleet import Fleet
+from tests.support.judge import Expected, expected_from_outbox
 from tests.support.polling import eventually
+from tests.support.required import required
 from tests.support.settling import (
     dead_letters,
     in_stream,
@@ -47,7 +49,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 ORDERS = 900
 ORDERS_PER_SECOND = 45
 OUTAGE_SECONDS = 1.5
-CONTROL_BROKER = os.environ.get("BUS_CHAOS_CONTROL_BROKER") == "1"
+# Broker restarts join the faults where this run controls the broker (rabbitmqctl).
+CONTROL_BROKER = required("broker-control")
 # A new fault schedule every run unless BUS_CHAOS_SEED replays one; the seed is printed.
 SEED = int(os.environ.get("BUS_CHAOS_SEED") or random.randrange(1_000_000))
 
@@ -121,7 +124,7 @@ class Outcome:
     """What a chaos run left behind, read after it settled."""
 
     traffic: TrafficStats
-    truth: Truth
+    want: Expected
     dead: dict[str, list[tuple[str, str, str]]]
     in_stream: bool
     recovered: float
@@ -155,14 +158,15 @@ async def test_everything_applies_once_in_order_through_faults(
         },
     )
     fleet = Fleet(env, list(spec.downstreams), tmp_path / "logs")
+    print(f"\nchaos: BUS_CHAOS_SEED={SEED} replays this run's fault schedule", flush=True)
     outcome = await _run(fleet, vhost, spec, db, outages, tmp_path / "stores")
-    names, truth, dead = fleet.downstreams, outcome.truth, outcome.dead
+    names, want, dead = fleet.downstreams, outcome.want, outcome.dead
     figures = fleet.totals()
     reasons = Counter(reason for letters in dead.values() for _, reason, _ in letters)
     _print_figures(fleet, outcome, figures, reasons)
-    failed = store_failures(names, tmp_path / "stores", truth, dead, tmp_path / "logs", db)
+    failed = store_failures(names, tmp_path / "stores", want, dead, tmp_path / "logs", db)
     healthy_dead = {
-        d: Counter(reason for order_id, reason, _ in letters if order_id not in truth.poisoned)
+        d: Counter(reason for order_id, reason, _ in letters if order_id not in want.poisoned)
         for d, letters in dead.items()
     }
     assert not failed, (SEED, failed, {d: dict(c) for d, c in healthy_dead.items() if c})
@@ -170,9 +174,9 @@ async def test_everything_applies_once_in_order_through_faults(
     # poison and its parked successors only: the outages healed within the retry ladder
     assert set(reasons) <= {"non-retryable", "blocked-by-predecessor"}, (SEED, reasons)
     assert figures.get("redeliveries", 0) > 0, SEED  # the kills really interrupted deliveries
-    assert any(f.startswith("SIGKILL relay") for f in fleet.faults)
-    assert any("outage" in f for f in fleet.faults)
-    assert not CONTROL_BROKER or any(f.startswith("broker") for f in fleet.faults)
+    assert any(f.startswith("SIGKILL relay") for f in fleet.faults), SEED
+    assert any("outage" in f for f in fleet.faults), SEED
+    assert not CONTROL_BROKER or any(f.startswith("broker") for f in fleet.faults), SEED
 
 
 async def _run(
@@ -199,8 +203,8 @@ async def _run(
         )
         await chaos  # every scheduled fault happens under load
         faults_done = time.monotonic()
-        truth = read_truth(db)
-        healthy, poisoned = 3 * (truth.orders - len(truth.poisoned)), 3 * len(truth.poisoned)
+        want = expected_from_outbox(db)
+        healthy, poisoned = len(want.healthy), len(want.dead)
         await settle(
             vhost.amqp_url,
             vhost.client,
@@ -223,7 +227,7 @@ async def _run(
         done.set()
         fleet.stop_all()
         await engine.dispose()
-    return Outcome(traffic, truth, dead, everything, recovered, time.monotonic() - started)
+    return Outcome(traffic, want, dead, everything, recovered, time.monotonic() - started)
 
 
 def _print_figures(
@@ -232,7 +236,7 @@ def _print_figures(
     traffic, dead = outcome.traffic, outcome.dead
     print(
         f"\nchaos (BUS_CHAOS_SEED={SEED}): {traffic.orders} orders, {traffic.events} events, "
-        f"{len(outcome.truth.poisoned)} poisoned, {len(fleet.faults)} faults:\n  "
+        f"{len(outcome.want.poisoned)} poisoned, {len(fleet.faults)} faults:\n  "
         + "\n  ".join(f"{c} x {f}" for f, c in Counter(fleet.faults).items())
         + f"\n  redeliveries >= {figures.get('redeliveries', 0)}, duplicates caught >= "
         f"{figures.get('duplicates caught', 0)}, deferrals >= {figures.get('deferrals', 0)}, "

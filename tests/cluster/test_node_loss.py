@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from demo.report import read_truth
 from producer.db import create_schema, make_engine
 from producer.simulate import run_traffic
 from producer.store import OrderStore
@@ -29,6 +28,7 @@ from tests.support import topologies
 from tests.support.cluster import Cluster
 from tests.support.fixtures import Vhost
 from tests.support.fleet import Fleet
+from tests.support.judge import expected_from_outbox
 from tests.support.polling import eventually
 from tests.support.settling import (
     dead_letters,
@@ -197,8 +197,8 @@ async def test_a_killed_node_and_a_stopped_node_lose_nothing(
         faults.append(f"start_app {second}")
 
         traffic_stats = await traffic
-        truth = read_truth(db)
-        healthy, poisoned = 3 * (truth.orders - len(truth.poisoned)), 3 * len(truth.poisoned)
+        want = expected_from_outbox(db)
+        healthy, poisoned = len(want.healthy), len(want.dead)
         await settle(
             cluster_vhost.amqp_url,
             cluster_vhost.client,
@@ -240,10 +240,10 @@ async def test_a_killed_node_and_a_stopped_node_lose_nothing(
     nacked = sum(f.read_text().count('"worker.republish_nacked"') for f in logs.glob("*.log"))
     print(
         f"\nnode loss: {traffic_stats.orders} orders, {traffic_stats.events} events, "
-        f"{len(truth.poisoned)} poisoned, {nacked} nacked republishes tried again in place\n  "
+        f"{len(want.poisoned)} poisoned, {nacked} nacked republishes tried again in place\n  "
         + "\n  ".join(faults)
     )
-    failed = store_failures(downstreams, stores, truth, dead, logs, db)
+    failed = store_failures(downstreams, stores, want, dead, logs, db)
     assert not failed, failed
     assert left == 0, "the outbox did not drain"
     assert everything, "an outbox event is missing from the stream"

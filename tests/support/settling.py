@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from common.amqp import connect, queue_depth
-from demo.report import Truth, check_store
 from operations.dlq import DeadLetters
 from tests.support.amqp import collect_ids
+from tests.support.judge import Expected, judge_store
 from tests.support.polling import eventually
 from topology import names as n
 from topology.management import ManagementClient
@@ -165,7 +165,7 @@ def print_trail(
 def store_failures(
     downstreams: list[str],
     stores: Path,
-    truth: Truth,
+    want: Expected,
     dead: dict[str, list[DeadLetter]],
     logs: Path,
     outbox: Path,
@@ -173,11 +173,8 @@ def store_failures(
     """Every store check that failed (applied once, in order, effects exact, only poison
     dead-lettered), as lines; when any did, the trail of the orders concerned is printed."""
     failed = [
-        f"{c.downstream}: {c.name} expected {c.expected} got {c.actual}"
-        for d in downstreams
-        for c in check_store(d, stores / f"{d}.db", truth, dead[d])
-        if not c.ok
+        line for d in downstreams for line in judge_store(d, stores / f"{d}.db", want, dead[d])
     ]
     if failed:
-        print_trail(logs, stores, outbox, downstreams, dead, truth.poisoned)
+        print_trail(logs, stores, outbox, downstreams, dead, want.poisoned)
     return failed

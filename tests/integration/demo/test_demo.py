@@ -107,6 +107,10 @@ def _run_demo(vhost: Vhost, work: Path) -> None:
         "out-of-order orders",
         "dead-lettered events",
         "units reserved once",
+        "points credited once",
+        "pairs counted once",
+        "one fact per event",
+        "one audit row per event",
     } <= names
     assert all(c["ok"] for c in report["checks"])
     assert "every invariant holds" in done.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from bench.ring import moved, ring
 from operations.cli import main
@@ -20,6 +21,7 @@ from producer.simulate import run_traffic
 from producer.store import OrderStore
 from tests.support import topologies
 from tests.support.fixtures import Vhost
+from tests.support.judge import expected_from_outbox
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
 from tests.support.producer import postgres_database, running_relay, wait_for_backlog
@@ -121,10 +123,13 @@ async def test_grow_and_shrink_while_orders_flow(
             )
             deferred = sum(_scrape(p, "bus_worker_deferred_total") for p in ports)
             rows = await store.inbox_rows()
+            stock = metadata.tables["stock"]
+            reserved = dict(await store.query(select(stock.c.sku, stock.c.reserved)))
             await store.close()
     await engine.dispose()
     assert stats.poison_orders == len(poisoned) > 0
-    assert len(rows) == len(healthy) and len({r.event_id for r in rows}) == len(healthy)
+    assert {r.event_id for r in rows} == {row[0] for row in healthy}
+    assert reserved == dict(expected_from_outbox(db).reserved), "a reservation lost or twice"
     assert all(seqs == [1, 2, 3] for seqs in by_order(rows).values())
     orders = sorted({row[1] for row in outbox})
     four, eight, six = [await ring(vhost.amqp_url, orders, list(range(n))) for n in (4, 8, 6)]
