@@ -11,6 +11,7 @@ import pytest
 from common.settings import with_vhost
 from tests.support.cluster import Cluster, ClusterUnavailable, find_cluster
 from tests.support.fixtures import Vhost
+from tests.support.required import skip_or_fail
 
 
 @pytest.fixture(scope="package")
@@ -21,7 +22,7 @@ def cluster() -> Iterator[Cluster]:
         with find_cluster() as found:
             yield found
     except ClusterUnavailable as exc:
-        pytest.skip(f"no three-node RabbitMQ cluster: {exc}")
+        skip_or_fail("cluster", f"no three-node RabbitMQ cluster: {exc}")
 
 
 @pytest.fixture

@@ -116,8 +116,15 @@ async def test_reapply_rebuilds_a_store_wiped_under_a_running_worker(applied: Ap
 
 
 async def test_a_replay_of_one_order_and_a_bad_time(applied: Applied) -> None:
+    before = applied.consumed("inventory")
+    duplicates = metric(applied.workers, "bus_worker_duplicates_total", "inventory")
     assert await applied.replay("--order-id", "o-07") == 0
     assert "replayed 3 event(s)" in applied.capsys.readouterr().out
+    # o-07's three events, and nothing else, reached inventory and were recognised as applied.
+    await eventually(lambda: applied.settled(before + 3), what="o-07's replay settled")
+    assert applied.consumed("inventory") == before + 3
+    assert metric(applied.workers, "bus_worker_duplicates_total", "inventory") == duplicates + 3
+    assert await _snapshot(applied.inventory) == applied.original
     code = await asyncio.to_thread(main, ["replay", "inventory", "--since", "yesterday"])
     assert code == 1
     assert "neither a time" in applied.capsys.readouterr().err

@@ -74,8 +74,9 @@ messages = st.fixed_dictionaries(
 )
 
 
+# Each example runs a worker against 30 messages: ten examples are 300 hostile messages.
 @settings(
-    max_examples=4,
+    max_examples=10,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
     deadline=None,
     suppress_health_check=[
@@ -84,11 +85,26 @@ messages = st.fixed_dictionaries(
         HealthCheck.data_too_large,
     ],
 )
-@given(batch=st.lists(messages, min_size=25, max_size=25))
+@given(
+    batch=st.lists(messages, min_size=25, max_size=25),
+    # Hostile messages the hash exchange can route (an order_id it hashes), so every batch
+    # reaches the worker whatever the rest of it is.
+    routable=st.lists(
+        st.tuples(messages, st.text(min_size=1, max_size=40)).map(
+            lambda mo: {**mo[0], "headers": {**mo[0]["headers"], "order_id": mo[1]}}
+        ),
+        min_size=5,
+        max_size=5,
+    ),
+)
 def test_hostile_messages_never_stop_the_worker(
-    batch: list[dict[str, Any]], vhost: Vhost, fast_spec: TopologySpec, tmp_path: Path
+    batch: list[dict[str, Any]],
+    routable: list[dict[str, Any]],
+    vhost: Vhost,
+    fast_spec: TopologySpec,
+    tmp_path: Path,
 ) -> None:
-    asyncio.run(_run(batch, vhost, fast_spec, tmp_path))
+    asyncio.run(_run([*routable, *batch], vhost, fast_spec, tmp_path))
 
 
 async def _run(
@@ -103,7 +119,7 @@ async def _run(
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             before = await queue_depth(channel, names.dlq(D))
             exchange = await channel.get_exchange(names.hash_exchange(D), ensure=False)
-            routed = 0
+            routed, unroutable = 0, 0
             for m in batch:
                 message = aio_pika.Message(
                     m["body"],
@@ -116,9 +132,15 @@ async def _run(
                     await exchange.publish(message, routing_key="", mandatory=True)
                     routed += 1
                 except PublishError:
-                    pass  # the hash exchange could not route it (an unhashable order_id)
+                    # Returned unroutable: only a message without a string order_id to hash.
+                    assert (
+                        not isinstance(m["headers"].get("order_id"), str)
+                        or not m["headers"]["order_id"]
+                    ), m["headers"]
+                    unroutable += 1
                 except (TypeError, OverflowError):
                     pass  # the client cannot even encode it: it never reaches the broker
+            assert routed >= 5, (routed, unroutable)
             await publish_events(vhost.amqp_url, good)
             applied = await eventually(
                 lambda: _applied(workers, good[0].order_id), within=60, what="good order"
@@ -127,9 +149,11 @@ async def _run(
             await eventually(
                 lambda: _dead(channel, before + routed), within=60, what="all dead-lettered"
             )
-        # Every hostile message is in the DLQ as malformed; only good orders were applied.
+        # Every routed hostile message is in the DLQ as malformed; only good orders applied.
         async with DeadLetters(vhost.amqp_url, D) as dead:
-            assert {m.reason for m in dead.messages} == ({"malformed"} if dead.messages else set())
+            assert dead.complete, dead.shortfall
+            assert len(dead.messages) == before + routed
+            assert {m.reason for m in dead.messages} == {"malformed"}
         applied_orders = {r.order_id for r in await workers.workers[0].store.inbox_rows()}
         assert all(o.startswith("good-") for o in applied_orders)
 
