@@ -16,7 +16,7 @@ from sqlalchemy import select
 from events import AnyEvent, encode
 from events import headers as h
 from operations.cli import main
-from operations.dlq import DeadLetters
+from operations.dlq import DeadLetters, DeadMessage
 from tests.support.amqp import depth, publish_confirmed, publish_events
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
@@ -144,16 +144,10 @@ async def test_hundreds_of_dead_letters_with_crash_copies_redrive_once_each_in_o
     copies = [e for o in list(orders.values())[:20] for e in o[:1]]
     letters = [*(e for o in orders.values() for e in o), *copies]
 
-    def dead(event: AnyEvent) -> tuple[str, aio_pika.Message]:
-        message = encode(event)
-        reason = "non-retryable" if event.seq == 1 else "blocked-by-predecessor"
-        message.headers = {**(message.headers or {}), h.DEAD_REASON: reason}
-        return "", message
-
     connection = await aio_pika.connect(bus.vhost.amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        await publish_confirmed(channel, names.dead_exchange(D), map(dead, reversed(letters)))
+        await publish_confirmed(channel, names.dead_exchange(D), map(_dead, reversed(letters)))
     assert await depth(bus.vhost.amqp_url, DLQ) == len(letters) == 320
     duplicates_before = metric(bus.workers, "bus_worker_duplicates_total", D)
 
@@ -177,3 +171,59 @@ async def test_hundreds_of_dead_letters_with_crash_copies_redrive_once_each_in_o
     assert reserved == {"SKU-1": 200, "SKU-2": 100}  # 2 + 1 units per order, reserved once
     async with DeadLetters(bus.vhost.amqp_url, D) as left:
         assert left.complete and left.messages == []
+
+
+async def test_a_redrive_cut_off_midway_and_run_again_applies_each_event_once_in_order(
+    bus: Bus,
+) -> None:
+    orders = {f"ord-{i:03d}": order_events(f"ord-{i:03d}") for i in range(300)}
+    connection = await aio_pika.connect(bus.vhost.amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        letters = [e for o in orders.values() for e in o]
+        await publish_confirmed(channel, names.dead_exchange(D), map(_dead, letters))
+    assert await depth(bus.vhost.amqp_url, DLQ) == 900
+
+    # The operator's connection drops once a few hundred are published: what was published
+    # is not acked yet, so it is still in the DLQ as well as on its way to the worker.
+    async with DeadLetters(bus.vhost.amqp_url, D) as dead:
+        cut: asyncio.Future[asyncio.Future[None]] = asyncio.get_running_loop().create_future()
+        count = [0]
+
+        def moved(_: DeadMessage) -> None:
+            count[0] += 1
+            if count[0] == 300:
+                cut.set_result(asyncio.ensure_future(dead._connection.close()))
+
+        with pytest.raises(Exception):  # noqa: B017 - whatever the closed channel raises
+            await dead.redrive(dead.messages, on_moved=moved)
+        assert cut.done(), "the redrive finished before the connection was cut"
+        await cut.result()
+
+    async def partly_applied() -> bool:
+        return len(await bus.applied()) > 0
+
+    await eventually(partly_applied, what="what was published before the cut applied")
+    # Run again: everything left in the DLQ, including what had gone through already.
+    assert await bus.cli("dlq", "redrive", D) == 0
+
+    async def all_applied() -> dict[str, list[int]] | None:
+        applied = await bus.applied()
+        whole = len(applied) == 300 and all(len(s) == 3 for s in applied.values())
+        return applied if whole else None
+
+    applied = await eventually(all_applied, within=60, what="every order applied")
+    assert all(seqs == [1, 2, 3] for seqs in applied.values())
+    worker = bus.workers.workers[0]
+    stock = worker.handler.stock  # type: ignore[attr-defined]
+    reserved = dict(await worker.store.query(select(stock.c.sku, stock.c.reserved)))
+    assert reserved == {"SKU-1": 600, "SKU-2": 300}
+    await eventually(lambda: bus.dlq_holds(0), what="the DLQ empty")
+
+
+def _dead(event: AnyEvent) -> tuple[str, aio_pika.Message]:
+    """A dead letter of the event as a worker writes it (reason by seq)."""
+    message = encode(event)
+    reason = "non-retryable" if event.seq == 1 else "blocked-by-predecessor"
+    message.headers = {**(message.headers or {}), h.DEAD_REASON: reason}
+    return "", message
