@@ -8,9 +8,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from events import AnyEvent
-from workers.errors import within
 from workers.handlers import Handler
 from workers.store import DownstreamStore, Progress
+from workers.watchdog import Watchdog
 
 
 class AlreadyApplied(Exception):
@@ -47,7 +47,7 @@ class Committer:
         timeout: float | None = None,
     ) -> None:
         self.store = store
-        self.timeout = timeout  # for the batch handler's load, as for each event's handler
+        self.watchdog = Watchdog(timeout)  # the batch's load, as each event's handler
         self.handler = handler
         self.max_batch = max_batch
         self.linger = linger
@@ -99,7 +99,7 @@ class Committer:
             batch = self._batches.popleft()
             try:
                 events = [p.event for p in batch.entries if p.event is not None]
-                await within(self.timeout, self.handler.before_batch(events), "batch handler")
+                await self.watchdog.run(self.handler.before_batch(events), "batch handler")
                 await self._commit(batch.entries)
                 batch.done.set_result(set())
             except self.store.IntegrityError:

@@ -18,7 +18,6 @@ from topology.spec import DownstreamSpec
 from workers.acks import Acker
 from workers.committer import AlreadyApplied, Committer
 from workers.divert import Divert
-from workers.errors import within
 from workers.handlers import Handler
 from workers.metrics import DownstreamMetrics
 from workers.policy import (
@@ -32,6 +31,7 @@ from workers.policy import (
 )
 from workers.progress import ProgressCache
 from workers.store import DownstreamStore, Progress
+from workers.watchdog import Watchdog
 
 log = structlog.get_logger("workers")
 # Group commit for downstreams without a batch setting: up to this many events, without
@@ -74,14 +74,15 @@ class Runtime:
         self.store = store
         self.handler = handler
         self.metrics = metrics
-        self.timeout = spec.handler_timeout / 1000
+        timeout = spec.handler_timeout / 1000
+        self.watchdog = Watchdog(timeout)
         batch = spec.batch
         self.committer = Committer(
             store,
             handler,
             max_batch=batch.size if batch else DEFAULT_COMMIT_BATCH,
             linger=batch.linger / 1000 if batch else DEFAULT_COMMIT_LINGER,
-            timeout=self.timeout,
+            timeout=timeout,
         )
         self.cache = ProgressCache(store)
         self.slots = asyncio.Semaphore(spec.concurrency)  # orders handled at once
@@ -139,8 +140,8 @@ class Runtime:
         """The order's next event: the handler, then effect + inbox + progress in one commit."""
         started = time.monotonic()
         try:
-            await within(
-                self.timeout, self.handler.check(event, attempts_of(d.message.headers)), "handler"
+            await self.watchdog.run(
+                self.handler.check(event, attempts_of(d.message.headers)), "handler"
             )
         except Exception as exc:
             decision = on_failure(d.message.headers, exc, self.spec.retry, d.shard)
