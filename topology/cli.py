@@ -13,6 +13,7 @@ from topology import replicas, reshard
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.commands import EXIT_ERROR, EXIT_OK, EXIT_PENDING, Command, Context
 from topology.compile import compile_topology
+from topology.contract import asyncapi, file_schema
 from topology.diagram import document
 from topology.export import definitions
 from topology.management import ManagementClient
@@ -164,6 +165,18 @@ def run_diagram(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
+def run_asyncapi(args: argparse.Namespace, ctx: Context) -> int:
+    """Print docs/asyncapi.json: the AsyncAPI 3.0 document of the file and the events."""
+    print(json.dumps(asyncapi(ctx.spec), indent=2))
+    return EXIT_OK
+
+
+def run_schema(args: argparse.Namespace, ctx: Context) -> int:
+    """Print docs/topology.schema.json: the topology file's JSON Schema, for editors."""
+    print(json.dumps(file_schema(), indent=2))
+    return EXIT_OK
+
+
 COMMANDS = [
     Command("plan", "show what differs on the broker (exit 0 same, 2 pending, 1 error)", run_plan),
     Command(
@@ -171,6 +184,8 @@ COMMANDS = [
     ),
     Command("export", "print definitions JSON for rabbitmqctl import_definitions", run_export),
     Command("diagram", "print docs/topology.md (Mermaid diagrams of the file)", run_diagram),
+    Command("asyncapi", "print docs/asyncapi.json (the AsyncAPI 3.0 contract)", run_asyncapi),
+    Command("schema", "print docs/topology.schema.json (the file's JSON Schema)", run_schema),
 ]
 
 

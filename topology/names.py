@@ -10,8 +10,8 @@ def hash_exchange(downstream: str) -> str:
     return downstream
 
 
-def shard(downstream: str, index: int) -> str:
-    """Shard queue number index of the downstream."""
+def shard(downstream: str, index: int | str) -> str:
+    """Shard queue number index of the downstream ("{shard}": the name as a template)."""
     return f"{downstream}.{index}"
 
 

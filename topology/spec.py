@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from topology.units import parse_duration_ms, parse_size_bytes
 
@@ -17,8 +25,21 @@ DEFAULT_TOPOLOGY_FILE = Path(__file__).with_name("orders.yaml")
 MAX_SHARDS = 64
 MAX_REPLICAS = 9
 
-DurationMs = Annotated[int, BeforeValidator(parse_duration_ms), Field(ge=0)]
-SizeBytes = Annotated[int, BeforeValidator(parse_size_bytes), Field(gt=0)]
+# What a file may write, for the file's JSON Schema (python -m topology schema).
+DURATION_JSON = {"type": "string", "pattern": r"^\s*\d+\s*(ms|s|m|h|d)\s*$"}
+SIZE_JSON = {
+    "anyOf": [
+        {"type": "integer", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$"},
+    ]
+}
+# A duration is milliseconds in the model and "250ms", "10s" in the file (and its schema).
+DurationMs = Annotated[
+    int, BeforeValidator(parse_duration_ms), Field(ge=0), WithJsonSchema(DURATION_JSON)
+]
+SizeBytes = Annotated[
+    int, BeforeValidator(parse_size_bytes), Field(gt=0), WithJsonSchema(SIZE_JSON)
+]
 DownstreamName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 TierName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")]
 ObjectName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,99}$")]

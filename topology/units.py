@@ -33,6 +33,14 @@ def parse_duration_ms(value: object) -> int:
     return int(m.group(1)) * _DURATION_MS[m.group(2)]
 
 
+def format_duration(ms: int) -> str:
+    """Milliseconds as the file writes them: the largest unit that divides them."""
+    for unit in ("d", "h", "m", "s"):
+        if ms and ms % _DURATION_MS[unit] == 0:
+            return f"{ms // _DURATION_MS[unit]}{unit}"
+    return f"{ms}ms"
+
+
 def parse_size_bytes(value: object) -> int:
     """Turn 512, '512MB' or '1GiB' into bytes."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -23,7 +23,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "workers": workers_parser,
     "demo": demo_parser,
 }
-_COMMAND = re.compile(r"python -m (topology|producer|workers|demo)\b([^`#|)\n]*)")
+_COMMAND = re.compile(r"python -m (topology|producer|workers|demo)\b([^`#|)>\n]*)")
 
 
 def _quoted() -> list[tuple[str, str]]:

@@ -1,0 +1,158 @@
+"""The published contract: docs/asyncapi.json and docs/topology.schema.json are generated from
+the file and the models and cannot drift; the AsyncAPI document is valid AsyncAPI 3.0 (checked
+against the official JSON Schema, vendored from @asyncapi/specs 6.11.1,
+schemas/3.0.0-without-$id.json); its payload schemas accept every event the bus encodes and
+refuse malformed ones; the file's schema accepts the shipped file and refuses bad ones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft7Validator, Draft202012Validator
+
+from events import encode
+from events.models import EventType
+from producer.planned import plan_order
+from tests.support.factories import order_events
+from topology.contract import asyncapi, file_schema, message_name
+from topology.spec import DEFAULT_TOPOLOGY_FILE, load_spec
+
+ROOT = Path(__file__).resolve().parents[3]
+ASYNCAPI_DOC = ROOT / "docs" / "asyncapi.json"
+FILE_SCHEMA = ROOT / "docs" / "topology.schema.json"
+ASYNCAPI_SCHEMA = ROOT / "tests" / "support" / "asyncapi-3.0.0.schema.json"
+SPEC = load_spec(DEFAULT_TOPOLOGY_FILE)
+
+
+def _doc() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(ASYNCAPI_DOC.read_text())
+    return loaded
+
+
+def test_the_committed_documents_are_generated_from_the_file() -> None:
+    assert _doc() == asyncapi(SPEC), "run: python -m topology asyncapi > docs/asyncapi.json"
+    assert json.loads(FILE_SCHEMA.read_text()) == file_schema(), (
+        "run: python -m topology schema > docs/topology.schema.json"
+    )
+
+
+def test_the_asyncapi_document_is_valid_asyncapi_3() -> None:
+    validator = Draft7Validator(json.loads(ASYNCAPI_SCHEMA.read_text()))
+    errors = [f"{list(e.absolute_path)}: {e.message[:200]}" for e in validator.iter_errors(_doc())]
+    assert not errors, errors
+    # Schema validation does not follow $refs: each must point at something in the document.
+    refs: list[str] = []
+
+    def collect(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                refs.append(node["$ref"])
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(_doc())
+    assert refs
+    for ref in refs:
+        node: Any = _doc()
+        for token in ref.removeprefix("#/").split("/"):
+            node = node[token.replace("~1", "/").replace("~0", "~")]
+        assert node, ref
+
+
+def test_every_downstream_has_its_shards_and_a_consuming_operation() -> None:
+    doc = _doc()
+    for d, ds in SPEC.downstreams.items():
+        channel = doc["channels"][f"shards.{d}"]
+        assert channel["address"] == f"{d}.{{shard}}"
+        assert channel["parameters"]["shard"]["enum"] == [str(i) for i in range(ds.shards)]
+        assert doc["operations"][f"consume.{d}"]["action"] == "receive"
+    assert doc["operations"]["publishOrderEvents"]["action"] == "send"
+    assert doc["channels"]["orders"]["bindings"]["amqp"]["exchange"]["type"] == "topic"
+
+
+def _payload_validator(event_type: EventType) -> Draft7Validator:
+    doc = _doc()
+    name = message_name(event_type)
+    return Draft7Validator(
+        {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+    )
+
+
+def _events() -> list[Any]:
+    planned = [plan_order(seed, i, 0.2, 0.1).events() for seed in (1, 2) for i in range(40)]
+    return [e for o in [*planned, order_events("o-1")] for e in o]
+
+
+def test_the_payload_schemas_accept_every_event_the_bus_encodes() -> None:
+    events = _events()
+    assert {e.event_type for e in events} == set(EventType)
+    for event in events:
+        body = json.loads(encode(event).body)
+        errors = list(_payload_validator(event.event_type).iter_errors(body))
+        assert not errors, (event.event_type, [e.message for e in errors])
+
+
+def _broken(change: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(encode(order_events("o-1")[0]).body)
+    if change == "no order_id":
+        del body["order_id"]
+    elif change == "seq as text":
+        body["seq"] = "1"
+    elif change == "seq 0":
+        body["seq"] = 0
+    elif change == "unknown type":
+        body["event_type"] = "order.refunded"
+    elif change == "no items":
+        body["payload"]["items"] = []
+    elif change == "qty 0":
+        body["payload"]["items"][0]["qty"] = 0
+    elif change == "currency lowercase":
+        body["payload"]["currency"] = "eur"
+    elif change == "payload a list":
+        body["payload"] = []
+    elif change == "bad order_id":
+        body["order_id"] = "o 1; drop"
+    return body
+
+
+# The malformed bodies of the hostile-input tests that a schema can see. Cross-field rules
+# (the total equals the items' sum, seq is its type's) are the models' own, beyond JSON Schema.
+@pytest.mark.parametrize(
+    "change",
+    [
+        "no order_id",
+        "seq as text",
+        "seq 0",
+        "unknown type",
+        "no items",
+        "qty 0",
+        "currency lowercase",
+        "payload a list",
+        "bad order_id",
+    ],
+)
+def test_the_payload_schemas_refuse_malformed_events(change: str) -> None:
+    assert list(_payload_validator(EventType.CREATED).iter_errors(_broken(change))), change
+
+
+def test_the_file_schema_accepts_the_shipped_file_and_refuses_bad_ones() -> None:
+    validator = Draft202012Validator(json.loads(FILE_SCHEMA.read_text()))
+    shipped = yaml.safe_load(DEFAULT_TOPOLOGY_FILE.read_text())
+    assert not list(validator.iter_errors(shipped))
+    inventory = shipped["downstreams"]["inventory"]
+    for field, value in [
+        ("shards", "four"),
+        ("handler_timeout", 30),  # a duration needs its unit
+        ("handler_time", "2 minutes"),
+        ("no_such_setting", True),
+        ("semantics", "exactly-once"),
+    ]:
+        bad = {**shipped, "downstreams": {"inventory": {**inventory, field: value}}}
+        assert list(validator.iter_errors(bad)), field
