@@ -150,7 +150,12 @@ class DownstreamSpec(_Spec):
     delivery_limit: Annotated[int | None, Field(ge=1)] = 20
     max_length: Annotated[int | None, Field(ge=1)] = 1_000_000
     overflow: Literal["reject-publish", "drop-head"] = "reject-publish"
-    handler_time: DurationMs = 0
+    # The downstream's handler, `package.module:Class` (default: the entry point registered
+    # under its name, else none: events are recorded as applied and nothing else).
+    handler: Annotated[
+        str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+    ] = None
+    handler_time: DurationMs = 0  # simulated time per event (only with WORKERS_SIMULATE)
     # A handler call (per event, or per batch's load) that runs longer fails as retryable:
     # a hung call would otherwise hold its delivery, its order's lane and prefetch for ever.
     handler_timeout: Annotated[DurationMs, Field(ge=1)] = 30_000

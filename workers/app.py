@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry
 
 from topology.spec import TopologySpec
 from workers.consumer import DownstreamWorker
-from workers.handlers import HANDLERS, FaultHook, Handler, OutageSwitch
+from workers.handlers import Handler, handler_class
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.runtime import Runtime
 from workers.settings import WorkerSettings
+from workers.simulated import FaultHook, OutageSwitch, Simulated
 from workers.store import DownstreamStore
 
 log = structlog.get_logger("workers")
@@ -55,14 +56,16 @@ async def build(
     workers, stores = [], []
     for name in spec.choose(names):
         ds = spec.downstreams[name]
-        handler_class = HANDLERS.get(name)
-        if handler_class is None:
+        found = handler_class(name, ds.handler)
+        if found is None:
             log.warning(
                 "worker.no_handler", downstream=name, note="events are recorded in the inbox only"
             )
+        handler = (found or Handler)(ds)
         outage = settings.workers_outage_dir
-        switch = OutageSwitch(outage / name) if outage else None
-        handler = (handler_class or Handler)(ds, faults, switch)
+        if settings.workers_simulate or faults is not None or outage is not None:
+            switch = OutageSwitch(outage / name) if outage else None
+            handler = Simulated(handler, ds, faults, switch)
         store = await DownstreamStore.open(
             name, handler.metadata, settings.workers_dsn, settings.workers_store_dir
         )

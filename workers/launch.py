@@ -28,9 +28,11 @@ def worker_env(
     log_level: str = "WARNING",
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """This process's environment pointed at a broker, a topology file and a store folder."""
+    """This process's environment pointed at a broker, a topology file and a store folder,
+    with the simulation on (the demo, the benchmarks and the tests launch workers with it)."""
     return {
         **os.environ,
+        "WORKERS_SIMULATE": "1",
         "AMQP_URL": amqp_url,
         "TOPOLOGY_FILE": str(topology_file),
         "WORKERS_STORE_DIR": str(store_dir),

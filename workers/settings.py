@@ -18,6 +18,11 @@ class WorkerSettings(Settings):
     )
     workers_store_dir: Path = Field(default=Path("var/stores"))
     workers_metrics_port: int | None = Field(default=None, description="Worker metrics HTTP port.")
+    workers_simulate: bool = Field(
+        default=False,
+        description="The demo's simulation around each handler: the file's handler_time, and "
+        "POISON-/FLAKY<n>- SKUs failing (for the demo, the benchmarks and the tests).",
+    )
     workers_outage_dir: Path | None = Field(
         default=None,
         description="Game-day switch: while <dir>/<downstream> exists, that downstream's handler "

@@ -10,15 +10,17 @@ from typing import Any
 
 from topology.spec import TopologySpec
 from workers.app import Workers, build
-from workers.handlers import FaultHook
 from workers.handlers.inventory import InventoryHandler
 from workers.settings import WorkerSettings
+from workers.simulated import FaultHook
 from workers.store import DownstreamStore
 
 
 def settings_for(amqp_url: str, store_dir: Path, dsn: str | None = None) -> WorkerSettings:
     """Settings pointing workers at a vhost and a store folder (or a PostgreSQL DSN)."""
-    return WorkerSettings(amqp_url=amqp_url, workers_store_dir=store_dir, workers_dsn=dsn)
+    return WorkerSettings(
+        amqp_url=amqp_url, workers_store_dir=store_dir, workers_dsn=dsn, workers_simulate=True
+    )
 
 
 @asynccontextmanager

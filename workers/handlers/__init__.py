@@ -1,23 +1,49 @@
-"""The five downstream handlers, by downstream name."""
+"""The handler API (`Handler`, `Tx`, the two errors) and finding a downstream's handler."""
 
 from __future__ import annotations
 
-from workers.handlers.base import FaultHook, Handler, OutageSwitch
-from workers.handlers.fraud_audit import FraudAuditHandler
-from workers.handlers.inventory import InventoryHandler
-from workers.handlers.loyalty import LoyaltyHandler
-from workers.handlers.recommendations import RecommendationsHandler
-from workers.handlers.warehouse import WarehouseHandler
+import importlib
+from importlib.metadata import entry_points
 
-HANDLERS: dict[str, type[Handler]] = {
-    h.name: h
-    for h in (
-        InventoryHandler,
-        LoyaltyHandler,
-        RecommendationsHandler,
-        WarehouseHandler,
-        FraudAuditHandler,
-    )
-}
+from workers.errors import NonRetryableError, TransientError
+from workers.handlers.base import Handler
+from workers.tx import Tx, insert_sql
 
-__all__ = ["HANDLERS", "FaultHook", "Handler", "OutageSwitch"]
+ENTRY_POINT_GROUP = "order_event_bus.handlers"
+
+
+class HandlerNotFound(Exception):
+    """A handler named in the file or an entry point that cannot be loaded."""
+
+
+def handler_class(downstream: str, named: str | None) -> type[Handler] | None:
+    """The handler the file names (`module:Class`), else the one registered under the entry
+    point group by the downstream's name, else None."""
+    if named is None:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == downstream]
+        if not found:
+            return None
+        named = found[0].value
+    module_name, _, class_name = named.partition(":")
+    try:
+        loaded = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise HandlerNotFound(
+            f"{downstream}: cannot load handler {named!r}: {exc} (is its package installed, "
+            "or its folder on PYTHONPATH?)"
+        ) from exc
+    if not (isinstance(loaded, type) and issubclass(loaded, Handler)):
+        raise HandlerNotFound(f"{downstream}: {named!r} is not a subclass of Handler")
+    return loaded
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Handler",
+    "HandlerNotFound",
+    "NonRetryableError",
+    "TransientError",
+    "Tx",
+    "handler_class",
+    "insert_sql",
+]

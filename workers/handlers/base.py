@@ -1,59 +1,36 @@
-"""What every downstream handler shares: simulated work, simulated faults, its tables."""
+"""The handler API: what a downstream's own code provides (see docs/handlers.md).
+
+A handler is a subclass of `Handler` named in the topology file (`handler: package.module:Class`)
+or registered under the entry point group `order_event_bus.handlers` by downstream name:
+- `define_tables(metadata)` adds its tables to the downstream's store;
+- `check(event, attempts)` does the event's work outside the transaction (calls to other
+  services) and raises `TransientError` (retried through the tiers; any other exception is
+  too) or `NonRetryableError` (dead-lettered at once, its order parked);
+- `before_batch(events)` is the same once per batch, for a batching downstream;
+- `write(tx, events)` applies the effects of a batch of events (one event unless the file
+  batches) inside the store transaction that also records them as applied, so the effect
+  commits exactly when they do.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from sqlalchemy import MetaData
 
-from events import AnyEvent, OrderCreatedEvent
-from events.simulation import behaviour_of
+from events import AnyEvent
 from topology.spec import DownstreamSpec
-from workers.errors import NonRetryableError, TransientError
 from workers.store import store_tables
 from workers.tx import Tx
 
-# A test or chaos hook: called before the handler with (event, attempts so far); may raise.
-# Injected failures (tests, the demo): raise, or return an awaitable to be slow or hang.
-FaultHook = Callable[[AnyEvent, int], Awaitable[None] | None]
-_OUTAGE_RECHECK_SECONDS = 0.25
-
-
-class OutageSwitch:
-    """A game-day switch: on while its file exists (checked at most every 0.25 s)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._on = False
-        self._checked = float("-inf")
-
-    def on(self) -> bool:
-        """Whether the simulated outage is on now."""
-        now = time.monotonic()
-        if now - self._checked >= _OUTAGE_RECHECK_SECONDS:
-            self._on, self._checked = self.path.exists(), now
-        return self._on
-
 
 class Handler:
-    """A downstream's effect: `check` per event (may fail), `write` per batch (in the txn)."""
+    """A downstream's effect. The base records events in the inbox and does nothing else."""
 
     name = "null"
 
-    def __init__(
-        self,
-        spec: DownstreamSpec,
-        faults: FaultHook | None = None,
-        outage: OutageSwitch | None = None,
-    ) -> None:
-        self.faults = faults
-        self.outage = outage
-        batched = spec.batch is not None
-        self.event_time = 0.0 if batched else spec.handler_time / 1000
-        self.batch_time = spec.handler_time / 1000 if batched else 0.0
+    def __init__(self, spec: DownstreamSpec) -> None:
+        self.spec = spec
         self.metadata = MetaData()
         store_tables(self.metadata)
         self.define_tables(self.metadata)
@@ -63,25 +40,9 @@ class Handler:
 
     async def check(self, event: AnyEvent, attempts: int) -> None:
         """Do the event's work outside the transaction; raise to retry or dead-letter it."""
-        if self.faults and (slow := self.faults(event, attempts)) is not None:
-            await slow
-        if self.outage and self.outage.on():
-            raise TransientError(f"simulated outage: {self.outage.path} exists")
-        if isinstance(event, OrderCreatedEvent):
-            for item in event.payload.items:
-                marker = behaviour_of(item.sku)
-                if marker.poison:
-                    raise NonRetryableError(f"SKU {item.sku} cannot be handled")
-                if attempts < marker.transient_failures:
-                    outage = f"{attempts + 1}/{marker.transient_failures}"
-                    raise TransientError(f"SKU {item.sku}: simulated outage {outage}")
-        if self.event_time:
-            await asyncio.sleep(self.event_time)
 
     async def before_batch(self, events: Sequence[AnyEvent]) -> None:
-        """Work done once per batch (the warehouse's load), outside the transaction."""
-        if self.batch_time:
-            await asyncio.sleep(self.batch_time)
+        """Work done once per batch (a warehouse's load), outside the transaction."""
 
     def write(self, tx: Tx, events: Sequence[AnyEvent]) -> None:
         """Apply a batch's effects inside the store transaction."""

@@ -9,8 +9,7 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent, PaymentMethod
-from workers.handlers.base import Handler
-from workers.tx import Tx, insert_sql
+from workers.handlers import Handler, Tx, insert_sql
 
 LARGE_ORDER = Decimal("1000.00")
 GIFT_CARD_LIMIT = Decimal("500.00")

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
-from workers.handlers.base import Handler
-from workers.tx import Tx
+from workers.handlers import Handler, Tx
 
 SEED_STOCK = 10_000
 # One statement per SKU, relative to the row as it is when the statement runs: processes

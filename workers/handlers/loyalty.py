@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent
-from workers.handlers.base import Handler
-from workers.tx import Tx, insert_sql
+from workers.handlers import Handler, Tx, insert_sql
 
 _REMEMBER = insert_sql("order_customer", ["order_id", "customer_id"])
 _OWNERS = "SELECT order_id, customer_id FROM order_customer WHERE order_id IN {in}"

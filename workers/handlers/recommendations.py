@@ -9,8 +9,7 @@ from itertools import combinations
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
-from workers.handlers.base import Handler
-from workers.tx import Tx
+from workers.handlers import Handler, Tx
 
 # Relative to the row as the statement finds it: concurrent transactions add up.
 _COUNT = (

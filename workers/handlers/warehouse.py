@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 
 from events import AnyEvent
-from workers.handlers.base import Handler
-from workers.tx import Tx, insert_sql
+from workers.handlers import Handler, Tx, insert_sql
 
 _FACT = insert_sql(
     "facts",

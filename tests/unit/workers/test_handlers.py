@@ -14,10 +14,13 @@ from events import (
     OrderPaidEvent,
     PaymentMethod,
 )
-from topology.spec import DownstreamSpec
+from topology.spec import DEFAULT_TOPOLOGY_FILE, DownstreamSpec, load_spec
 from workers.errors import NonRetryableError, TransientError
-from workers.handlers import HANDLERS
-from workers.handlers.fraud_audit import flag_of
+from workers.handlers import Handler, HandlerNotFound, handler_class
+from workers.handlers.fraud_audit import FraudAuditHandler, flag_of
+from workers.handlers.inventory import InventoryHandler
+from workers.handlers.warehouse import WarehouseHandler
+from workers.simulated import Simulated
 
 
 def _created(sku: str, price: str = "10.00") -> OrderCreatedEvent:
@@ -29,12 +32,30 @@ def _created(sku: str, price: str = "10.00") -> OrderCreatedEvent:
     )
 
 
-def test_the_five_downstreams_have_handlers() -> None:
-    assert set(HANDLERS) == {"inventory", "loyalty", "recommendations", "warehouse", "fraud_audit"}
+def test_the_file_names_each_shipped_handler_and_each_loads() -> None:
+    spec = load_spec(DEFAULT_TOPOLOGY_FILE)
+    loaded = {d: handler_class(d, ds.handler) for d, ds in spec.downstreams.items()}
+    assert {d: h.name for d, h in loaded.items() if h} == {d: d for d in spec.downstreams}
+    assert all(h is not None and issubclass(h, Handler) for h in loaded.values())
 
 
-async def test_simulated_faults_follow_the_sku_markers() -> None:
-    handler = HANDLERS["inventory"](DownstreamSpec())
+def test_a_handler_that_cannot_be_loaded_is_named_with_the_reason() -> None:
+    with pytest.raises(HandlerNotFound, match=r"cannot load handler 'nowhere\.at_all:X'"):
+        handler_class("shipping", "nowhere.at_all:X")
+    with pytest.raises(HandlerNotFound, match="is not a subclass of Handler"):
+        handler_class("shipping", "decimal:Decimal")
+    assert handler_class("no_such_downstream", None) is None  # no entry point either
+
+
+async def test_without_the_simulation_a_sku_marker_is_an_ordinary_sku() -> None:
+    handler = InventoryHandler(DownstreamSpec())
+    await handler.check(_created("POISON-A"), 0)
+    await handler.check(_created("FLAKY2-A"), 0)
+
+
+async def test_the_simulation_fails_as_the_sku_markers_say() -> None:
+    spec = DownstreamSpec()
+    handler = Simulated(InventoryHandler(spec), spec)
     with pytest.raises(NonRetryableError):
         await handler.check(_created("POISON-A"), 0)
     for attempts in (0, 1):
@@ -42,15 +63,17 @@ async def test_simulated_faults_follow_the_sku_markers() -> None:
             await handler.check(_created("FLAKY2-A"), attempts)
     await handler.check(_created("FLAKY2-A"), 2)
     await handler.check(_created("A"), 0)
+    assert handler.stock is handler.inner.stock  # the real handler's tables
 
 
-def test_batched_downstreams_take_their_time_per_batch() -> None:
+def test_batched_downstreams_take_their_simulated_time_per_batch() -> None:
     spec = DownstreamSpec.model_validate(
         {"handler_time": "200ms", "batch": {"size": 100, "linger": "50ms"}}
     )
-    handler = HANDLERS["warehouse"](spec)
+    handler = Simulated(WarehouseHandler(spec), spec)
     assert (handler.event_time, handler.batch_time) == (0.0, 0.2)
-    per_event = HANDLERS["fraud_audit"](DownstreamSpec.model_validate({"handler_time": "20ms"}))
+    per_spec = DownstreamSpec.model_validate({"handler_time": "20ms"})
+    per_event = Simulated(FraudAuditHandler(per_spec), per_spec)
     assert (per_event.event_time, per_event.batch_time) == (0.02, 0.0)
 
 
