@@ -11,8 +11,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from common.loop import sleep_unless, stop_on_signals
 from operations.status import BusStatus, DownstreamStatus, ParkedCounts, gather
-from topology.commands import Command, Context
+from topology.commands import EXIT_INTERRUPTED, Command, Context
 from topology.management import ManagementClient
 from topology.spec import TopologySpec
 
@@ -63,11 +64,24 @@ async def _run(
     if args.json:
         print(json.dumps(status.as_dict()))
     elif args.watch:
+        # Ctrl-C (or SIGTERM) sets stop, and the watch ends between or during refreshes: a
+        # cancellation could be lost inside a refresh's reads, and the watch would go on.
+        stop = asyncio.Event()
+        stop_on_signals(stop)
         with Live(view(status), console=out, refresh_per_second=4) as live:
-            while True:
-                await asyncio.sleep(args.interval)
-                status = await gather(spec, amqp_url, client, vhost, counts)
-                live.update(view(status))
+            while not await sleep_unless(stop, args.interval):
+                refresh = asyncio.ensure_future(gather(spec, amqp_url, client, vhost, counts))
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({refresh, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not refresh.done():
+                    refresh.cancel()
+                    await asyncio.wait({refresh}, timeout=5)
+                    if refresh.done() and not refresh.cancelled():
+                        refresh.exception()  # ending anyway: retrieved, not reported
+                    break
+                live.update(view(refresh.result()))
+        return EXIT_INTERRUPTED
     else:
         out.print(view(status))
     err = Console(stderr=True)
