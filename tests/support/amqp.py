@@ -11,6 +11,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from common.amqp import queue_depth
 from events import AnyEvent, encode
+from events import headers as h
 
 
 async def publish_confirmed(
@@ -34,14 +35,32 @@ async def publish_confirmed(
     return count
 
 
-async def publish_events(amqp_url: str, events: Iterable[AnyEvent]) -> int:
-    """Publish events to `orders` with confirms, in the given order."""
+async def publish_to(
+    amqp_url: str,
+    exchange: str,
+    messages: Iterable[tuple[str, aio_pika.Message]],
+    window: int = 256,
+) -> int:
+    """Publish (routing_key, message) pairs to an exchange with confirms, in the given order,
+    on a connection of their own."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
-        return await publish_confirmed(
-            channel, "orders", [(e.event_type.value, encode(e)) for e in events]
-        )
+        return await publish_confirmed(channel, exchange, messages, window)
+
+
+async def publish_events(amqp_url: str, events: Iterable[AnyEvent]) -> int:
+    """Publish events to `orders` with confirms, in the given order."""
+    return await publish_to(amqp_url, "orders", ((e.event_type.value, encode(e)) for e in events))
+
+
+def dead_letter(event: AnyEvent, reason: str | None = None) -> tuple[str, aio_pika.Message]:
+    """The event as a worker dead-letters it (for its DLQ's fanout exchange): its created
+    event as non-retryable, the later ones as blocked behind it, unless `reason` says."""
+    message = encode(event)
+    reason = reason or ("non-retryable" if event.seq == 1 else "blocked-by-predecessor")
+    message.headers = {**(message.headers or {}), h.DEAD_REASON: reason}
+    return "", message
 
 
 async def depth(amqp_url: str, queue: str) -> int:

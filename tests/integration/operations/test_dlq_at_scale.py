@@ -11,11 +11,9 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from events import encode
-from events import headers as h
 from operations.cli import main
 from operations.dlq import DeadLetters
-from tests.support.amqp import depth, publish_confirmed
+from tests.support.amqp import dead_letter, depth, publish_to
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
@@ -32,10 +30,8 @@ def _dead_letters() -> Iterator[tuple[str, aio_pika.Message]]:
     """Each order's created event failed for good and its paid event was parked behind it."""
     for i in range(ORDERS):
         created, paid, _ = order_events(f"ord-{i:05d}")
-        for event, reason in ((created, "non-retryable"), (paid, "blocked-by-predecessor")):
-            message = encode(event)
-            message.headers = {**(message.headers or {}), h.DEAD_REASON: reason}
-            yield "", message
+        yield dead_letter(created)
+        yield dead_letter(paid)
 
 
 async def settles_at(vhost: Vhost, expected: int) -> None:
@@ -60,12 +56,9 @@ async def test_seventy_thousand_dead_letters_are_listed_shown_and_redriven_in_pa
     tmp_path: Path,
 ) -> None:
     vhost.apply(fast_spec)
-    connection = await aio_pika.connect(vhost.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        published = await publish_confirmed(
-            channel, names.dead_exchange(D), _dead_letters(), window=1024
-        )
+    published = await publish_to(
+        vhost.amqp_url, names.dead_exchange(D), _dead_letters(), window=1024
+    )
     assert published == 2 * ORDERS and await depth(vhost.amqp_url, DLQ) == published
 
     # The whole queue is read in pages, in its order: the table counts every match.
@@ -113,11 +106,8 @@ async def test_a_dlq_held_in_part_by_another_command_is_reported_as_partial(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     vhost.apply(fast_spec)
-    connection = await aio_pika.connect(vhost.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        letters = (m for i, m in enumerate(_dead_letters()) if i < 40)
-        await publish_confirmed(channel, names.dead_exchange(D), letters)
+    letters = (m for i, m in enumerate(_dead_letters()) if i < 40)
+    await publish_to(vhost.amqp_url, names.dead_exchange(D), letters)
 
     # Another operator's command holds the first 25 (one page of 25, then it stops).
     async with DeadLetters(vhost.amqp_url, D, page=25, enough=lambda ms: len(ms) >= 25) as held:
@@ -145,11 +135,8 @@ async def test_dead_letters_outlive_more_reads_than_rabbitmq_4s_default_delivery
         return info is not None and info.get("policy") == DLQ
 
     await eventually(dlq_policy, within=30, what=f"the {DLQ} policy in effect")
-    connection = await aio_pika.connect(vhost.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        letters = (m for i, m in enumerate(_dead_letters()) if i < 2)
-        await publish_confirmed(channel, names.dead_exchange(D), letters)
+    letters = (m for i, m in enumerate(_dead_letters()) if i < 2)
+    await publish_to(vhost.amqp_url, names.dead_exchange(D), letters)
     reads = 25  # RabbitMQ 4 drops a quorum DLQ's messages after 20 without the DLQ policy
     for _ in range(reads):
         async with DeadLetters(vhost.amqp_url, D) as dead:

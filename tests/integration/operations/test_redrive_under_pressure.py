@@ -9,15 +9,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aio_pika
 import pytest
 from sqlalchemy import select
 
-from events import AnyEvent, encode
-from events import headers as h
+from events import AnyEvent
 from operations.cli import main
 from operations.dlq import DeadLetters, DeadMessage
-from tests.support.amqp import depth, publish_confirmed, publish_events
+from tests.support.amqp import dead_letter, depth, publish_events, publish_to
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
@@ -144,10 +142,9 @@ async def test_hundreds_of_dead_letters_with_crash_copies_redrive_once_each_in_o
     copies = [e for o in list(orders.values())[:20] for e in o[:1]]
     letters = [*(e for o in orders.values() for e in o), *copies]
 
-    connection = await aio_pika.connect(bus.vhost.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await publish_confirmed(channel, names.dead_exchange(D), map(_dead, reversed(letters)))
+    await publish_to(
+        bus.vhost.amqp_url, names.dead_exchange(D), map(dead_letter, reversed(letters))
+    )
     assert await depth(bus.vhost.amqp_url, DLQ) == len(letters) == 320
     duplicates_before = metric(bus.workers, "bus_worker_duplicates_total", D)
 
@@ -177,11 +174,8 @@ async def test_a_redrive_cut_off_midway_and_run_again_applies_each_event_once_in
     bus: Bus,
 ) -> None:
     orders = {f"ord-{i:03d}": order_events(f"ord-{i:03d}") for i in range(300)}
-    connection = await aio_pika.connect(bus.vhost.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        letters = [e for o in orders.values() for e in o]
-        await publish_confirmed(channel, names.dead_exchange(D), map(_dead, letters))
+    letters = [e for o in orders.values() for e in o]
+    await publish_to(bus.vhost.amqp_url, names.dead_exchange(D), map(dead_letter, letters))
     assert await depth(bus.vhost.amqp_url, DLQ) == 900
 
     # The operator's connection drops once a few hundred are published: what was published
@@ -219,11 +213,3 @@ async def test_a_redrive_cut_off_midway_and_run_again_applies_each_event_once_in
     reserved = dict(await worker.store.query(select(stock.c.sku, stock.c.reserved)))
     assert reserved == {"SKU-1": 600, "SKU-2": 300}
     await eventually(lambda: bus.dlq_holds(0), what="the DLQ empty")
-
-
-def _dead(event: AnyEvent) -> tuple[str, aio_pika.Message]:
-    """A dead letter of the event as a worker writes it (reason by seq)."""
-    message = encode(event)
-    reason = "non-retryable" if event.seq == 1 else "blocked-by-predecessor"
-    message.headers = {**(message.headers or {}), h.DEAD_REASON: reason}
-    return "", message

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import aio_pika
 import pytest
 from aio_pika.exceptions import DeliveryError
 
 from events import encode
 from events import headers as h
 from tests.support import topologies
-from tests.support.amqp import depth, publish_confirmed, publish_events
+from tests.support.amqp import depth, publish_events, publish_to
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
@@ -47,10 +46,7 @@ async def test_a_retry_expiring_into_a_full_shard_is_kept_and_delivered_later(
     created, paid, shipped = order_events("ord-late")
     retried = encode(created)
     retried.headers = {**(retried.headers or {}), h.ATTEMPTS: 1}
-    connection = await aio_pika.connect(vhost.amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await publish_confirmed(channel, names.retry_exchange(D), [(tier, retried)])
+    await publish_to(vhost.amqp_url, names.retry_exchange(D), [(tier, retried)])
 
     async def refused() -> bool:
         # Expired, and refused by the full shard: the retry queue holds it, nothing is ready.
