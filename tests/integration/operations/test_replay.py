@@ -139,11 +139,13 @@ async def test_replay_without_until_stops_at_now_on_a_busy_bus(
     vhost.apply(fast_spec)
     vhost.env(monkeypatch)
     await publish_events(vhost.amqp_url, [e for i in range(10) for e in order_events(f"o-{i}")])
-    live = asyncio.Event()
+    live, stop = asyncio.Event(), asyncio.Event()
     published = [0]  # live events confirmed so far
 
     async def keep_publishing() -> None:
-        while True:
+        # Stopped by an event, not cancelled: a publish cancelled inside its connection's
+        # close can leave a task the event loop's teardown then waits on for ever.
+        while not stop.is_set():
             published[0] += await publish_events(
                 vhost.amqp_url, order_events(f"live-{published[0]}")
             )
@@ -160,7 +162,8 @@ async def test_replay_without_until_stops_at_now_on_a_busy_bus(
             asyncio.to_thread(main, ["replay", "inventory", "--since", "10m"]), timeout=60
         )
     finally:
-        publisher.cancel()
+        stop.set()
+        await asyncio.wait_for(publisher, timeout=30)
     assert code == 0
     out = capsys.readouterr().out
     assert " until " in out
