@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
@@ -11,6 +12,7 @@ import aio_pika
 from pydantic import ValidationError
 
 from events import headers as h
+from events.evolution import CURRENT_VERSION, UPCASTS, UnsupportedVersion, upcast, version_of
 from events.models import EVENT_ADAPTER, AnyEvent
 
 CONTENT_TYPE = "application/json"
@@ -111,7 +113,10 @@ def republished(message: ReceivedLike, headers: dict[str, Any]) -> aio_pika.Mess
 
 
 def decode(message: MessageLike) -> AnyEvent:
-    """Decode an AMQP message into its event, or raise MalformedEvent with the reason."""
+    """Decode an AMQP message into its event (upcast when of an older schema_version).
+
+    Raises MalformedEvent with the reason, or UnsupportedVersion for a newer schema_version.
+    """
     if message.content_type not in (None, CONTENT_TYPE):
         raise MalformedEvent(MalformedReason.CONTENT_TYPE, f"content_type {message.content_type!r}")
     try:
@@ -127,32 +132,79 @@ def decode(message: MessageLike) -> AnyEvent:
                     MalformedReason.ENCODING, f"body is not UTF-8: {err}"
                 ) from None
             raise MalformedEvent(MalformedReason.BAD_JSON, str(first["msg"])[:300]) from None
-        errors = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise MalformedEvent(MalformedReason.SCHEMA, errors) from None
+        event = _of_another_version(message, exc)
     _check_envelope_matches(event, message)
     return event
 
 
-def _check_envelope_matches(event: AnyEvent, message: MessageLike) -> None:
+def _of_another_version(message: MessageLike, exc: ValidationError) -> AnyEvent:
+    """A body the current models refuse: an older version upcast, a newer one refused as
+    unsupported, anything else malformed with the models' errors."""
+    try:
+        envelope = json.loads(message.body)
+    except ValueError:  # pydantic's parser accepted what the json module does not
+        raise _schema_error(exc) from None
+    version = version_of(envelope)
+    if version is None or version == CURRENT_VERSION:
+        raise _schema_error(exc)
+    if version in UPCASTS:
+        try:
+            return EVENT_ADAPTER.validate_json(json.dumps(upcast(envelope)))
+        except ValidationError as upcast_exc:
+            raise _schema_error(upcast_exc, f"read as version {version}: ") from None
+    if version < CURRENT_VERSION:
+        raise _schema_error(exc)
+    # A newer version keeps the envelope's identity (order_id, seq, event_id): the guard
+    # parks its order by them, so they must agree with the headers the exchange routed by.
+    order_id, seq = _routing_headers(message)
+    _check_identity(message, order_id, seq, envelope)
+    if not order_id or seq < 1:
+        raise MalformedEvent(MalformedReason.SCHEMA, f"order_id {order_id!r}, seq {seq}: unusable")
+    raise UnsupportedVersion(version, order_id, seq)
+
+
+def _schema_error(exc: ValidationError, prefix: str = "") -> MalformedEvent:
+    errors = "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}" for e in exc.errors()[:5]
+    )
+    return MalformedEvent(MalformedReason.SCHEMA, prefix + errors)
+
+
+def _routing_headers(message: MessageLike) -> tuple[str, Any]:
+    """The order_id and seq headers, which the hash exchange and the guard read."""
     headers: Mapping[str, Any] = message.headers or {}
-    order_id = _text(headers.get(h.ORDER_ID))
-    seq = headers.get(h.SEQ)
+    order_id, seq = _text(headers.get(h.ORDER_ID)), headers.get(h.SEQ)
     if order_id is None or seq is None:
         missing = [n for n, v in ((h.ORDER_ID, order_id), (h.SEQ, seq)) if v is None]
         raise MalformedEvent(MalformedReason.MISSING_HEADER, f"missing {', '.join(missing)}")
+    return order_id, seq
+
+
+def _check_identity(message: MessageLike, order_id: str, seq: Any, body: Mapping[str, Any]) -> None:
+    """The headers and properties agree with the body's order_id, seq, event_id and type."""
     mismatches = []
-    if order_id != event.order_id:
-        mismatches.append(f"order_id header {order_id!r} != body {event.order_id!r}")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq != event.seq:
-        mismatches.append(f"seq header {seq!r} != body {event.seq}")
-    if message.message_id is not None and message.message_id != str(event.event_id):
-        mismatches.append(f"message_id {message.message_id!r} != event_id {event.event_id}")
-    if message.type is not None and message.type != event.event_type.value:
-        mismatches.append(f"type {message.type!r} != event_type {event.event_type.value}")
+    if order_id != body.get("order_id"):
+        mismatches.append(f"order_id header {order_id!r} != body {body.get('order_id')!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq != body.get("seq"):
+        mismatches.append(f"seq header {seq!r} != body {body.get('seq')!r}")
+    event_id, event_type = body.get("event_id"), body.get("event_type")
+    if message.message_id is not None and message.message_id != event_id:
+        mismatches.append(f"message_id {message.message_id!r} != event_id {event_id}")
+    if message.type is not None and message.type != event_type:
+        mismatches.append(f"type {message.type!r} != event_type {event_type}")
     if mismatches:
         raise MalformedEvent(MalformedReason.HEADER_MISMATCH, "; ".join(mismatches))
+
+
+def _check_envelope_matches(event: AnyEvent, message: MessageLike) -> None:
+    order_id, seq = _routing_headers(message)
+    identity = {
+        "order_id": event.order_id,
+        "seq": event.seq,
+        "event_id": str(event.event_id),
+        "event_type": event.event_type.value,
+    }
+    _check_identity(message, order_id, seq, identity)
 
 
 def _text(value: object) -> str | None:

@@ -68,6 +68,7 @@ class DeadReason(StrEnum):
     RETRIES_EXHAUSTED = "retries-exhausted"
     BLOCKED_BY_PREDECESSOR = "blocked-by-predecessor"
     PREDECESSOR_MISSING = "predecessor-missing"
+    UNSUPPORTED_VERSION = "unsupported-version"  # a newer schema_version than workers read
     DELIVERY_LIMIT = "delivery-limit"  # dead-lettered by the broker (x-death), not a worker
 
     @property
@@ -77,7 +78,12 @@ class DeadReason(StrEnum):
 
 
 PARKING_REASONS = frozenset(
-    {DeadReason.NON_RETRYABLE, DeadReason.RETRIES_EXHAUSTED, DeadReason.PREDECESSOR_MISSING}
+    {
+        DeadReason.NON_RETRYABLE,
+        DeadReason.RETRIES_EXHAUSTED,
+        DeadReason.PREDECESSOR_MISSING,
+        DeadReason.UNSUPPORTED_VERSION,
+    }
 )
 
 

@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from events.evolution import CURRENT_VERSION
+
 
 class EventType(StrEnum):
     """The three events of an order's life, also the AMQP routing keys."""
@@ -33,11 +35,13 @@ Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Model(BaseModel):
+    # Fields a reader does not know are ignored, as protobuf and Avro readers do: a producer
+    # may add optional fields within a schema_version (the bus forwards the body unchanged).
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class LineItem(_Strict):
+class LineItem(_Model):
     """One line of an order."""
 
     sku: Text
@@ -45,7 +49,7 @@ class LineItem(_Strict):
     price: Money
 
 
-class OrderCreated(_Strict):
+class OrderCreated(_Model):
     """Payload of order.created."""
 
     customer_id: Text
@@ -70,26 +74,26 @@ class PaymentMethod(StrEnum):
     GIFT_CARD = "gift_card"
 
 
-class OrderPaid(_Strict):
+class OrderPaid(_Model):
     """Payload of order.paid."""
 
     amount: Money
     method: PaymentMethod
 
 
-class OrderShipped(_Strict):
+class OrderShipped(_Model):
     """Payload of order.shipped."""
 
     carrier: Text
-    tracking: Text
+    tracking_number: Text  # `tracking` in version 1
 
 
-class _Envelope(_Strict):
+class _Envelope(_Model):
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
     order_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
     seq: Annotated[int, Field(ge=1, le=3)]
     occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = CURRENT_VERSION
     event_type: EventType
 
     @model_validator(mode="after")

@@ -37,7 +37,7 @@ class PlannedOrder:
         return sum((i.price * i.qty for i in self.items), Decimal(0))
 
     @property
-    def tracking(self) -> str:
+    def tracking_number(self) -> str:
         """Its parcel's tracking code."""
         return f"TRK{self.order_id[-7:]}"
 
@@ -50,7 +50,7 @@ class PlannedOrder:
             currency=CURRENCY,
         )
         paid = m.OrderPaid(amount=self.total, method=self.method)
-        shipped = m.OrderShipped(carrier=self.carrier, tracking=self.tracking)
+        shipped = m.OrderShipped(carrier=self.carrier, tracking_number=self.tracking_number)
         return [
             m.OrderCreatedEvent(order_id=self.order_id, seq=1, payload=created),
             m.OrderPaidEvent(order_id=self.order_id, seq=2, payload=paid),

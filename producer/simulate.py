@@ -103,6 +103,6 @@ class _Traffic:
             await self.store.pay(order.order_id, order.method)
             self.open.append((order, 2))
         else:
-            await self.store.ship(order.order_id, order.carrier, order.tracking)
+            await self.store.ship(order.order_id, order.carrier, order.tracking_number)
             self.stats.shipped += 1
         self._record()

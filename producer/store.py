@@ -88,13 +88,12 @@ class OrderStore:
             await _write_outbox(conn, event)
         return event
 
-    async def ship(self, order_id: str, carrier: str, tracking: str) -> m.OrderShippedEvent:
+    async def ship(self, order_id: str, carrier: str, tracking_number: str) -> m.OrderShippedEvent:
         """Mark an order shipped; returns its order.shipped event."""
         async with self.engine.begin() as conn:
             await _advance(conn, order_id, EventType.SHIPPED)
-            event = m.OrderShippedEvent(
-                order_id=order_id, seq=3, payload=m.OrderShipped(carrier=carrier, tracking=tracking)
-            )
+            shipped = m.OrderShipped(carrier=carrier, tracking_number=tracking_number)
+            event = m.OrderShippedEvent(order_id=order_id, seq=3, payload=shipped)
             await _write_outbox(conn, event)
         return event
 

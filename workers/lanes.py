@@ -11,6 +11,7 @@ import structlog
 
 from common.amqp import Received
 from events import MalformedEvent, decode
+from events.evolution import UnsupportedVersion
 from topology.spec import Semantics
 from workers.acks import Acker
 from workers.divert import Divert
@@ -61,12 +62,14 @@ class Lanes:
             acker.complete(message.delivery_tag)
         try:
             delivery.event = decode(message)
+        except UnsupportedVersion as exc:
+            delivery.unsupported = exc  # its order's lane parks the order behind it
         except MalformedEvent as exc:
             self._start(
                 self._run(delivery, self.runtime.dead_letter_malformed(delivery, exc, self.divert))
             )
             return
-        order_id = delivery.event.order_id
+        order_id = delivery.order_id
         lane = self.lanes.get(order_id)
         if lane is not None:
             lane.append(delivery)

@@ -13,6 +13,7 @@ import structlog
 from common.amqp import Received
 from events import AnyEvent, MalformedEvent
 from events import headers as h
+from events.evolution import UnsupportedVersion
 from events.headers import DeadReason
 from topology.spec import DownstreamSpec
 from workers.acks import Acker
@@ -43,12 +44,14 @@ DEFAULT_COMMIT_LINGER = 0.0
 
 @dataclass(slots=True)
 class Delivery:
-    """A received message, its decoded event, and where to settle it."""
+    """A received message, its decoded event (or why a newer version could not be), and
+    where to settle it."""
 
     message: Received
     shard: str
     acker: Acker
     event: AnyEvent | None = None
+    unsupported: UnsupportedVersion | None = None
 
     @property
     def event_id(self) -> str:
@@ -56,6 +59,22 @@ class Delivery:
         if self.message.message_id:
             return self.message.message_id
         return str(self.event.event_id) if self.event else ""
+
+    @property
+    def order_id(self) -> str:
+        """The order it belongs to (decode checked it against the header)."""
+        return self._identity.order_id
+
+    @property
+    def seq(self) -> int:
+        """Its place in the order's life."""
+        return self._identity.seq
+
+    @property
+    def _identity(self) -> AnyEvent | UnsupportedVersion:
+        source = self.event or self.unsupported
+        assert source is not None, "a delivery is decoded before it is handled"
+        return source
 
 
 class Runtime:
@@ -97,36 +116,37 @@ class Runtime:
 
         Raises when the delivery could not be dealt with (it is then handed back).
         """
-        event = d.event
-        assert event is not None
+        order_id, seq = d.order_id, d.seq
         if d.message.headers.get(h.REAPPLY):
             # A replay into a rebuilt store: its progress, not this process's memory, decides.
-            self.cache.forget(event.order_id)
-        progress = await self.cache.get(event.order_id)
-        if event.seq > progress.last_seq + 1:
+            self.cache.forget(order_id)
+        progress = await self.cache.get(order_id)
+        if seq > progress.last_seq + 1:
             # Before waiting for a predecessor, ask the store: another process (the owner of
             # the shard the order came from) may have applied it since this cache read it.
-            self.cache.forget(event.order_id)
-            progress = await self.cache.get(event.order_id)
-        if event.seq <= progress.last_seq:
+            self.cache.forget(order_id)
+            progress = await self.cache.get(order_id)
+        if seq <= progress.last_seq:
             self.metrics.duplicates.inc()
             if self.debug:
                 log.debug(
                     "worker.duplicate",
                     downstream=self.name,
                     event_id=d.message.message_id,
-                    seq=event.seq,
+                    seq=seq,
                     last_seq=progress.last_seq,
                 )
-        elif event.seq > progress.last_seq + 1:
-            await self._gap(d, event, progress, divert)
+        elif seq > progress.last_seq + 1:
+            await self._gap(d, progress, divert)
+        elif d.event is None:
+            await self._unsupported(d, progress, divert)
         else:
-            await self._apply(d, event, progress, divert)
+            await self._apply(d, d.event, progress, divert)
 
-    async def _gap(self, d: Delivery, event: AnyEvent, progress: Progress, divert: Divert) -> None:
+    async def _gap(self, d: Delivery, progress: Progress, divert: Divert) -> None:
         """A predecessor has not been applied: wait for it, or dead-letter behind a parked one."""
         detail = gap_detail(
-            self.name, event.order_id, event.seq, progress.last_seq, progress.parked_event_id
+            self.name, d.order_id, d.seq, progress.last_seq, progress.parked_event_id
         )
         parked = progress.parked_event_id is not None
         decision = on_gap(d.message.headers, parked, self.spec.retry, d.shard, detail)
@@ -168,21 +188,34 @@ class Runtime:
             (datetime.now(UTC) - event.occurred_at).total_seconds()
         )
 
+    async def _unsupported(self, d: Delivery, progress: Progress, divert: Divert) -> None:
+        """The order's next event is of a schema_version this worker cannot read: park the
+        order behind it until workers that read it are deployed and redrive it."""
+        assert d.unsupported is not None
+        reason = DeadReason.UNSUPPORTED_VERSION
+        detail = (
+            f"order {d.order_id}: seq {d.seq}: {d.unsupported}; the order is parked behind it: "
+            f"deploy {self.name} workers that read version {d.unsupported.version}, then "
+            f"`python -m topology dlq redrive {self.name} --order-id {d.order_id}` applies "
+            "the order's dead-lettered events in seq order"
+        )
+        headers = dead_headers(d.message.headers, reason, None, d.shard, None, detail)
+        await self._divert(d, DeadLetter(reason, headers), progress, divert)
+
     async def _divert(
         self, d: Delivery, decision: Retry | DeadLetter, progress: Progress | None, divert: Divert
     ) -> None:
         """Republish (confirmed); a dead letter that parks its order is recorded in the store."""
-        event = d.event
         context = {
             "downstream": self.name,
             "shard": d.shard,
             "event_id": d.message.message_id,
-            "order_id": event.order_id if event else None,
+            "order_id": d.order_id if d.event or d.unsupported else None,
         }
         await divert.move(d.message, decision, context)
-        if isinstance(decision, DeadLetter) and decision.parks and event and progress:
+        if isinstance(decision, DeadLetter) and decision.parks and progress is not None:
             progress.parked_event_id = d.event_id
-            await self.committer.park(event.order_id, progress)
+            await self.committer.park(d.order_id, progress)
 
     async def dead_letter_malformed(self, d: Delivery, exc: MalformedEvent, divert: Divert) -> None:
         """A message that is not a valid event goes to the DLQ as malformed."""

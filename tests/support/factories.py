@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
+
+import aio_pika
 
 from events import AnyEvent, LineItem, PaymentMethod
 from producer.planned import PlannedOrder
@@ -19,3 +23,28 @@ def order_events(order_id: str, sku: str = "SKU-1") -> list[AnyEvent]:
     )
     order = PlannedOrder(order_id, f"cust-{order_id}", items, PaymentMethod.CARD, "DHL")
     return order.events()
+
+
+@dataclass
+class Raw:
+    """A message as a worker would receive it, built by hand."""
+
+    body: bytes
+    headers: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+    type: str | None = None
+    content_type: str | None = "application/json"
+
+
+def raw_of(message: aio_pika.Message, **changes: Any) -> Raw:
+    """The message as a worker receives it, with `changes` to its body or properties."""
+    raw = Raw(
+        message.body,
+        dict(message.headers or {}),
+        message.message_id,
+        message.type,
+        message.content_type,
+    )
+    for k, v in changes.items():
+        setattr(raw, k, v)
+    return raw

@@ -71,7 +71,7 @@ class ShippingNotifier(Handler):
         )
         tx.executemany(
             _NOTIFY,
-            [(e.order_id, e.payload.carrier, e.payload.tracking, e.order_id) for e in events
+            [(e.order_id, e.payload.carrier, e.payload.tracking_number, e.order_id) for e in events
              if isinstance(e, OrderShippedEvent)],
         )
 '''
@@ -118,7 +118,7 @@ async def test_a_sixth_downstream_with_its_own_handler_outside_the_project(
     orders["flaky-1"] = order_events("flaky-1")
     nowhere = order_events("nowhere-1")
     nowhere[2] = nowhere[2].model_copy(
-        update={"payload": OrderShipped(carrier="NOWHERE", tracking="T-1")}
+        update={"payload": OrderShipped(carrier="NOWHERE", tracking_number="T-1")}
     )
     orders["nowhere-1"] = nowhere
     env = worker_env(

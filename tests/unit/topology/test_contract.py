@@ -99,6 +99,14 @@ def test_the_payload_schemas_accept_every_event_the_bus_encodes() -> None:
         assert not errors, (event.event_type, [e.message for e in errors])
 
 
+def test_the_payload_schemas_accept_added_optional_fields() -> None:
+    body: dict[str, Any] = json.loads(encode(order_events("o-1")[0]).body)
+    body["trace_id"] = "t-1"
+    body["payload"]["channel"] = "web"
+    body["payload"]["items"][0]["colour"] = "blue"
+    assert not list(_payload_validator(EventType.CREATED).iter_errors(body))
+
+
 def _broken(change: str) -> dict[str, Any]:
     body: dict[str, Any] = json.loads(encode(order_events("o-1")[0]).body)
     if change == "no order_id":
