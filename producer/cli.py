@@ -1,4 +1,5 @@
-"""`python -m producer relay | simulate`: the order service's relay and simulated traffic."""
+"""`python -m producer relay | simulate | migrate`: the order service's relay, simulated
+traffic, and its database's migrations."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from alembic.util import CommandError
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common.cli import either_side, file_option
 from common.health import serve, with_process_metrics
 from common.loop import sleep_unless, stop_on_signals
-from producer.db import create_schema, make_engine
+from common.migrations import current, heads
+from producer.db import REVISIONS, create_schema, make_engine, migrate_outbox
 from producer.metrics import RelayMetrics
 from producer.outbox import Outbox
 from producer.relay import Relay
@@ -73,7 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     relay = sub.add_parser("relay", help="publish the outbox until SIGTERM")
     sim = sub.add_parser("simulate", help="simulate orders through the outbox and the relay")
+    migrate = sub.add_parser(
+        "migrate",
+        help="upgrade the order service's database to its newest schema (the relay and the "
+        "simulation also do this as they start)",
+    )
     either_side(parser, (relay, sim), _common)
+    migrate.add_argument("--db", default=None, help="store DSN (default: $PRODUCER_DSN)")
+    migrate.add_argument(
+        "--status", action="store_true", help="show where the database is, and change nothing"
+    )
     sim.add_argument("--orders", type=_positive(int), required=True, help="orders to place")
     sim.add_argument("--rate", type=_positive(float), default=None, help="orders per second")
     sim.add_argument(
@@ -108,13 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit status."""
     args = build_parser().parse_args(argv)
-    command = _relay_forever if args.command == "relay" else _simulate
+    commands = {"relay": _relay_forever, "simulate": _simulate, "migrate": _migrate}
     return run_service(
         ProducerSettings,
-        args.file,
-        partial(command, args),
-        {DuplicateRun: "", (SQLAlchemyError, OSError): "the order store failed: "},
+        getattr(args, "file", None),
+        partial(commands[args.command], args),
+        {
+            (DuplicateRun, CommandError): "",
+            (SQLAlchemyError, OSError): "the order store failed: ",
+        },
     )
+
+
+async def _migrate(args: argparse.Namespace, settings: ProducerSettings, _: TopologySpec) -> int:
+    engine = make_engine(args.db or settings.producer_dsn)
+    try:
+        async with engine.begin() as conn:
+            if not args.status:
+                await conn.run_sync(migrate_outbox)
+            at = await conn.run_sync(current)
+    finally:
+        await engine.dispose()
+    newest = heads([REVISIONS])
+    state = "up to date" if at == newest else "behind: run `python -m producer migrate`"
+    table = Table("database at", "newest", "state")
+    table.add_row(", ".join(sorted(at)) or "(empty)", ", ".join(sorted(newest)), state)
+    Console().print(table)
+    return 0
 
 
 async def _build(

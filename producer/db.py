@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Index,
     Integer,
     LargeBinary,
@@ -20,7 +21,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from common.migrations import migration_lock, upgrade
 from common.sqlite import sqlite_pragmas
+
+REVISIONS = Path(__file__).parent / "revisions"
 
 metadata = MetaData()
 
@@ -74,6 +78,13 @@ def make_engine(dsn: str) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create the tables if they do not exist."""
+    """Create the tables, or upgrade them in place to the newest migration
+    (`producer/revisions`, under Alembic)."""
     async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+        await conn.run_sync(migrate_outbox)
+
+
+def migrate_outbox(conn: Connection) -> None:
+    """Bring the order service's database to its newest schema, in the caller's transaction."""
+    with migration_lock(conn, "outbox"):
+        upgrade(conn, [REVISIONS], "outbox")

@@ -67,7 +67,11 @@ async def build(
             switch = OutageSwitch(outage / name) if outage else None
             handler = Simulated(handler, ds, faults, switch)
         store = await DownstreamStore.open(
-            name, handler.metadata, settings.workers_dsn, settings.workers_store_dir
+            name,
+            handler.metadata,
+            settings.workers_dsn,
+            settings.workers_store_dir,
+            handler.revisions,
         )
         stores.append(store)
         bound = DownstreamMetrics(metrics, name, ds.retry.tiers)

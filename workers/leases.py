@@ -34,7 +34,7 @@ def lease_tables(metadata: MetaData) -> None:
     Table(
         "shard_leases",
         metadata,
-        Column("shard", Integer, primary_key=True),
+        Column("shard", Integer, primary_key=True, autoincrement=False),
         Column("owner", String(200), nullable=True),
         Column("epoch", Integer, nullable=False),
         Column("expires_at_ms", BigInteger, nullable=False),
@@ -42,7 +42,7 @@ def lease_tables(metadata: MetaData) -> None:
     Table(
         "shard_lease_log",
         metadata,
-        Column("shard", Integer, primary_key=True),
+        Column("shard", Integer, primary_key=True, autoincrement=False),
         Column("epoch", Integer, primary_key=True),
         Column("owner", String(200), nullable=False),
         Column("acquired_at_ms", BigInteger, nullable=False),

@@ -57,7 +57,7 @@ class Simulated(Handler):
     ) -> None:
         # No Handler.__init__: the store's tables are the inner handler's.
         self.inner, self.spec, self.metadata = inner, spec, inner.metadata
-        self.name = inner.name
+        self.name, self.revisions = inner.name, inner.revisions
         self.faults = faults
         self.outage = outage
         batched = spec.batch is not None

@@ -21,23 +21,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Engine,
-    Integer,
     MetaData,
-    String,
-    Table,
     create_engine,
     event,
     select,
-    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 
 from common.sqlite import sqlite_pragmas
-from workers.leases import lease_tables
+from workers.migrate import migrate_store
 from workers.tx import Tx, insert_sql, upsert_sql
 
 T = TypeVar("T")
@@ -49,37 +43,6 @@ _PARK = upsert_sql(
 _LOAD_PROGRESS = (
     "SELECT order_id, last_seq, parked_event_id FROM order_progress WHERE order_id IN {in}"
 )
-
-
-def inbox_table(metadata: MetaData) -> Table:
-    """inbox(event_id pk, order_id, seq, event_type, applied_at_us): applied events, in order."""
-    return Table(
-        "inbox",
-        metadata,
-        Column("event_id", String(36), primary_key=True),
-        Column("order_id", String(64), nullable=False, index=True),
-        Column("seq", Integer, nullable=False),
-        Column("event_type", String(32), nullable=False),
-        Column("applied_at_us", BigInteger, nullable=False),
-    )
-
-
-def progress_table(metadata: MetaData) -> Table:
-    """order_progress(order_id pk, last_seq, parked_event_id)."""
-    return Table(
-        "order_progress",
-        metadata,
-        Column("order_id", String(64), primary_key=True),
-        Column("last_seq", Integer, nullable=False),
-        Column("parked_event_id", String(36), nullable=True),
-    )
-
-
-def store_tables(metadata: MetaData) -> None:
-    """The tables every store has beside its handler's: the inbox, progress and shard leases."""
-    inbox_table(metadata)
-    progress_table(metadata)
-    lease_tables(metadata)
 
 
 @dataclass
@@ -141,21 +104,24 @@ class DownstreamStore:
 
     @classmethod
     async def open(
-        cls, downstream: str, metadata: MetaData, dsn: str | None, store_dir: Path
+        cls,
+        downstream: str,
+        metadata: MetaData,
+        dsn: str | None,
+        store_dir: Path,
+        revisions: Path | None = None,
     ) -> DownstreamStore:
-        """Open (and create) the store."""
+        """Open the store, created or upgraded to the newest schema (`workers.migrate`);
+        `revisions` is the folder of its handler's migrations."""
 
         def created() -> Engine:
             engine = make_sync_engine(downstream, dsn, store_dir)
-            with engine.begin() as conn:
-                if engine.dialect.name == "postgresql":
-                    # Processes of one downstream start together: PostgreSQL's CREATE ... IF
-                    # NOT EXISTS is not safe against a concurrent one, so take turns.
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(hashtext(:d))"), {"d": downstream}
-                    )
-                    conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{downstream}"'))
-                metadata.create_all(conn)
+            try:
+                with engine.begin() as conn:
+                    migrate_store(conn, downstream, metadata, revisions)
+            except BaseException:
+                engine.dispose()
+                raise
             return engine
 
         store = cls(await asyncio.to_thread(created), metadata, downstream)

@@ -71,4 +71,6 @@ def by_order(rows: Iterable[Any]) -> dict[str, list[int]]:
 async def inventory_store(store_dir: Path, spec: TopologySpec) -> DownstreamStore:
     """Open the inventory store a worker process writes (SQLite in store_dir)."""
     handler = InventoryHandler(spec.downstreams["inventory"])
-    return await DownstreamStore.open("inventory", handler.metadata, None, store_dir)
+    return await DownstreamStore.open(
+        "inventory", handler.metadata, None, store_dir, handler.revisions
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
+from topology.spec import DownstreamSpec
 from workers.errors import NonRetryableError, TransientError
 from workers.handlers.base import Handler
 from workers.tx import Tx, insert_sql
@@ -35,6 +36,11 @@ def handler_class(downstream: str, named: str | None) -> type[Handler] | None:
     if not (isinstance(loaded, type) and issubclass(loaded, Handler)):
         raise HandlerNotFound(f"{downstream}: {named!r} is not a subclass of Handler")
     return loaded
+
+
+def handler_for(downstream: str, spec: DownstreamSpec) -> Handler:
+    """The downstream's handler (the base `Handler`, which only records, when none is named)."""
+    return (handler_class(downstream, spec.handler) or Handler)(spec)
 
 
 __all__ = [

@@ -15,19 +15,26 @@ or registered under the entry point group `order_event_bus.handlers` by downstre
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import MetaData
 
 from events import AnyEvent
 from topology.spec import DownstreamSpec
-from workers.store import store_tables
+from workers.tables import store_tables
 from workers.tx import Tx
+
+# The shipped handlers' migrations, a folder each.
+SHIPPED_REVISIONS = Path(__file__).parent / "revisions"
 
 
 class Handler:
     """A downstream's effect. The base records events in the inbox and does nothing else."""
 
     name = "null"
+    # The folder of Alembic revisions for the tables `define_tables` adds: their own branch,
+    # labelled with `name`. None: the tables are created when missing and never changed.
+    revisions: Path | None = None
 
     def __init__(self, spec: DownstreamSpec) -> None:
         self.spec = spec

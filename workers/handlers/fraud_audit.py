@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent, PaymentMethod
 from workers.handlers import Handler, Tx, insert_sql
+from workers.handlers.base import SHIPPED_REVISIONS
 
 LARGE_ORDER = Decimal("1000.00")
 GIFT_CARD_LIMIT = Decimal("500.00")
@@ -34,6 +35,7 @@ class FraudAuditHandler(Handler):
     """audit(event_id, order_id, seq, event_type, recorded_at_ms), flags(order_id, rule)."""
 
     name = "fraud_audit"
+    revisions = SHIPPED_REVISIONS / "fraud_audit"
 
     def define_tables(self, metadata: MetaData) -> None:
         """The audit trail and the flags."""

@@ -9,6 +9,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
 from workers.handlers import Handler, Tx
+from workers.handlers.base import SHIPPED_REVISIONS
 
 SEED_STOCK = 10_000
 # One statement per SKU, relative to the row as it is when the statement runs: processes
@@ -29,6 +30,7 @@ class InventoryHandler(Handler):
     """Stock per SKU, seeded on first sight; a shortfall goes to `backordered`."""
 
     name = "inventory"
+    revisions = SHIPPED_REVISIONS / "inventory"
 
     def define_tables(self, metadata: MetaData) -> None:
         """stock(sku, on_hand, backordered, reserved)."""

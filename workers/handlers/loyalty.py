@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent
 from workers.handlers import Handler, Tx, insert_sql
+from workers.handlers.base import SHIPPED_REVISIONS
 
 _REMEMBER = insert_sql("order_customer", ["order_id", "customer_id"])
 _OWNERS = "SELECT order_id, customer_id FROM order_customer WHERE order_id IN {in}"
@@ -23,6 +24,7 @@ class LoyaltyHandler(Handler):
     """One point per whole unit paid, credited to the order's customer."""
 
     name = "loyalty"
+    revisions = SHIPPED_REVISIONS / "loyalty"
 
     def define_tables(self, metadata: MetaData) -> None:
         """order_customer(order_id, customer_id), points(customer_id, points)."""

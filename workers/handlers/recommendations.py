@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
 from workers.handlers import Handler, Tx
+from workers.handlers.base import SHIPPED_REVISIONS
 
 # Relative to the row as the statement finds it: concurrent transactions add up.
 _COUNT = (
@@ -22,6 +23,7 @@ class RecommendationsHandler(Handler):
     """copurchase(sku_a < sku_b, count)."""
 
     name = "recommendations"
+    revisions = SHIPPED_REVISIONS / "recommendations"
 
     def define_tables(self, metadata: MetaData) -> None:
         """copurchase(sku_a, sku_b, count)."""

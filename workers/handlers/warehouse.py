@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Tex
 
 from events import AnyEvent
 from workers.handlers import Handler, Tx, insert_sql
+from workers.handlers.base import SHIPPED_REVISIONS
 
 _FACT = insert_sql(
     "facts",
@@ -20,6 +21,7 @@ class WarehouseHandler(Handler):
     """facts(event_id, order_id, seq, event_type, occurred_at_ms, payload, loaded_at_ms)."""
 
     name = "warehouse"
+    revisions = SHIPPED_REVISIONS / "warehouse"
 
     def define_tables(self, metadata: MetaData) -> None:
         """The fact table."""

@@ -91,8 +91,10 @@ async def test_grow_and_shrink_while_orders_flow(
                 stats = await traffic
                 await wait_for_backlog(engine)
             outbox = _outbox(db)
-            metadata = InventoryHandler(spec.downstreams["inventory"]).metadata
-            store = await DownstreamStore.open("inventory", metadata, dsn, tmp_path)
+            handler = InventoryHandler(spec.downstreams["inventory"])
+            store = await DownstreamStore.open(
+                "inventory", handler.metadata, dsn, tmp_path, handler.revisions
+            )
             poisoned = {row[1] for row in outbox if row[2] == 1 and b"POISON-" in row[4]}
             healthy = [row for row in outbox if row[1] not in poisoned]
 
@@ -123,7 +125,7 @@ async def test_grow_and_shrink_while_orders_flow(
             )
             deferred = sum(_scrape(p, "bus_worker_deferred_total") for p in ports)
             rows = await store.inbox_rows()
-            stock = metadata.tables["stock"]
+            stock = handler.metadata.tables["stock"]
             reserved = dict(await store.query(select(stock.c.sku, stock.c.reserved)))
             await store.close()
     await engine.dispose()

@@ -77,8 +77,10 @@ async def test_three_processes_share_a_downstream_through_a_kill_and_a_join(
     shards = [names.shard("inventory", i) for i in range(spec.downstreams["inventory"].shards)]
     orders = [order_events(f"so-{i:05d}") for i in range(ORDERS)]
     async with postgres_database() as dsn:
-        metadata = InventoryHandler(spec.downstreams["inventory"]).metadata
-        store = await DownstreamStore.open("inventory", metadata, dsn, tmp_path)
+        handler = InventoryHandler(spec.downstreams["inventory"])
+        store = await DownstreamStore.open(
+            "inventory", handler.metadata, dsn, tmp_path, handler.revisions
+        )
         with ExitStack() as procs:
 
             def start() -> subprocess.Popen[bytes]:

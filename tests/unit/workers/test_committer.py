@@ -19,7 +19,9 @@ from workers.store import DownstreamStore, Progress
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[tuple[DownstreamStore, InventoryHandler]]:
     handler = InventoryHandler(DownstreamSpec())
-    opened = await DownstreamStore.open("inventory", handler.metadata, None, tmp_path)
+    opened = await DownstreamStore.open(
+        "inventory", handler.metadata, None, tmp_path, handler.revisions
+    )
     try:
         yield opened, handler
     finally:

@@ -1,0 +1,90 @@
+"""Alembic for the bus's databases: one environment (this folder's env.py, run on a
+connection the caller holds) for every downstream store and the order service's outbox.
+
+Each database keeps its revisions in version folders of its own, one branch per owner (the
+bus's tables, a handler's tables, the outbox), so that a handler's migrations ship with the
+handler. Upgrades take a lock first: the processes of one downstream start together.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData, text
+
+ENVIRONMENT = Path(__file__).parent
+log = structlog.get_logger("migrations")
+# Alembic narrates every run at INFO ("Context impl ..."); `upgrade` logs what changed.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def config_for(
+    locations: Sequence[Path],
+    connection: Connection | None = None,
+    metadata: MetaData | None = None,
+    tables: Collection[str] | None = None,
+) -> Config:
+    """An Alembic configuration over these revision folders, on `connection`; `metadata` and
+    `tables` (the tables it may touch) are what autogenerate compares against."""
+    config = Config()
+    config.set_main_option("script_location", str(ENVIRONMENT))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", os.pathsep.join(str(p) for p in locations))
+    config.attributes.update(connection=connection, metadata=metadata, tables=tables)
+    return config
+
+
+def heads(locations: Sequence[Path]) -> set[str]:
+    """The newest revision of every branch in these folders."""
+    return set(ScriptDirectory.from_config(config_for(locations)).get_heads())
+
+
+def current(connection: Connection) -> set[str]:
+    """The revisions the database is at (empty before its first migration)."""
+    return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def upgrade(connection: Connection, locations: Sequence[Path], database: str) -> None:
+    """Bring the database to the head of every branch (a no-op when already there), and log
+    what changed.
+
+    Runs in the caller's transaction, which commits it; take `migration_lock` first.
+    """
+    before = current(connection)
+    command.upgrade(config_for(locations, connection), "heads")
+    after = current(connection)
+    if after != before:
+        log.info(
+            "migrations.applied", database=database, before=sorted(before), after=sorted(after)
+        )
+
+
+@contextmanager
+def migration_lock(connection: Connection, key: str) -> Iterator[None]:
+    """One migrating process at a time per database (and per `key` on PostgreSQL)."""
+    if connection.dialect.name == "postgresql":
+        # Released when the caller's transaction ends, after the migrations commit.
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": key})
+        yield
+        return
+    database = connection.engine.url.database
+    if connection.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    # SQLite's own locks are fcntl locks; flock on the same file is separate from them.
+    with open(database, "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)

@@ -1,0 +1,45 @@
+"""The tables every downstream store has beside its handler's: inbox, progress, leases."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+
+from workers.leases import lease_tables
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    """inbox(event_id pk, order_id, seq, event_type, applied_at_us): applied events, in order."""
+    return Table(
+        "inbox",
+        metadata,
+        Column("event_id", String(36), primary_key=True),
+        Column("order_id", String(64), nullable=False, index=True),
+        Column("seq", Integer, nullable=False),
+        Column("event_type", String(32), nullable=False),
+        Column("applied_at_us", BigInteger, nullable=False),
+    )
+
+
+def progress_table(metadata: MetaData) -> Table:
+    """order_progress(order_id pk, last_seq, parked_event_id)."""
+    return Table(
+        "order_progress",
+        metadata,
+        Column("order_id", String(64), primary_key=True),
+        Column("last_seq", Integer, nullable=False),
+        Column("parked_event_id", String(36), nullable=True),
+    )
+
+
+def store_tables(metadata: MetaData) -> None:
+    """The tables every store has beside its handler's: the inbox, progress and shard leases."""
+    inbox_table(metadata)
+    progress_table(metadata)
+    lease_tables(metadata)
+
+
+def bus_table_names() -> frozenset[str]:
+    """The names of the bus's own tables (the rest of a store's are its handler's)."""
+    metadata = MetaData()
+    store_tables(metadata)
+    return frozenset(metadata.tables)
