@@ -81,8 +81,9 @@ def migration_lock(connection: Connection, key: str) -> Iterator[None]:
     if connection.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    # SQLite's own locks are fcntl locks; flock on the same file is separate from them.
-    with open(database, "ab") as held:
+    # Beside the database, never on it: closing any descriptor of a file drops every POSIX
+    # lock this process holds on it, SQLite's own included.
+    with open(f"{database}.migrating", "ab") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         try:
             yield

@@ -3,6 +3,7 @@ and the models, and a handler whose table changes between two versions of its co
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,13 @@ def downgrade() -> None:
     with op.batch_alter_table("sent") as batch:
         batch.drop_column("tracking_number")
 '''
+
+
+def forget_notifiers() -> None:
+    """Drop imported notifier modules: each test imports its versions from a folder of its
+    own, under the same module names."""
+    for name in [m for m in sys.modules if m.startswith("notifier_")]:
+        del sys.modules[name]
 
 
 def notifier(folder: Path, version: int, module: str = "notifier_handler") -> Path:

@@ -4,6 +4,7 @@ shipped store and the outbox migrate to exactly their tables on PostgreSQL too."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AsyncExitStack, nullcontext
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from tests.support import topologies
 from tests.support.amqp import publish_events
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
-from tests.support.migrations import drift, notifier
+from tests.support.migrations import drift, forget_notifiers, notifier
 from tests.support.polling import eventually
 from tests.support.producer import postgres_database
 from tests.support.workers import by_order, running_workers
@@ -44,6 +45,14 @@ async def _sent(workers: Workers) -> dict[str, str | None]:
         return {r[0]: None for r in await store.query(select(sent.c.order_id))}
     rows = await store.query(select(sent.c.order_id, sent.c.tracking_number))
     return dict(rows)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _own_notifiers() -> Iterator[None]:
+    """This test's handler versions, imported from its own folders, and forgotten after."""
+    forget_notifiers()
+    yield
+    forget_notifiers()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

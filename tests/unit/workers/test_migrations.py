@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from sqlalchemy import insert, select
 
 from common.migrations import current, heads
 from tests.support import topologies
-from tests.support.migrations import drift, notifier
+from tests.support.migrations import drift, forget_notifiers, notifier
 from topology.spec import DownstreamSpec
 from workers.cli import main
 from workers.handlers import Handler, handler_class
@@ -97,13 +98,13 @@ def plugins(tmp_path: Path) -> Iterator[Path]:
     """A folder on sys.path for handler modules written by the test."""
     folder = tmp_path / "plugins"
     folder.mkdir()
+    forget_notifiers()  # another test's versions, imported from its own folder
     sys.path.insert(0, str(folder))
     try:
         yield folder
     finally:
         sys.path.remove(str(folder))
-        for name in [m for m in sys.modules if m.startswith("notifier_")]:
-            del sys.modules[name]
+        forget_notifiers()
 
 
 def _notifier(folder: Path, version: int, module: str) -> Handler:
@@ -233,3 +234,27 @@ def test_workers_on_a_store_without_the_migration_stop_in_one_line(
     assert main([D, "--file", str(topology)]) == 1
     err = capsys.readouterr().err
     assert "cannot load handler 'notifier_v9:Notifier'" in err and "Traceback" not in err
+
+
+def _posix_locks_on(path: Path) -> list[str]:
+    """This process's POSIX locks on a file, as /proc/locks lists them."""
+    inode = f":{path.stat().st_ino}"
+    pid = str(os.getpid())
+    return [
+        line
+        for line in Path("/proc/locks").read_text().splitlines()
+        if " POSIX " in line and line.split()[4] == pid and line.split()[5].endswith(inode)
+    ]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux's /proc/locks")
+async def test_migrating_keeps_sqlites_own_locks_on_the_store(tmp_path: Path) -> None:
+    # SQLite in WAL mode holds a shared lock on the database for as long as it is open; a
+    # migration that closed a descriptor of the file would drop it unseen, and another
+    # process could then reset the write-ahead log under this one's commits.
+    handler = InventoryHandler(DownstreamSpec())
+    store = await _open(handler, tmp_path)
+    try:
+        assert _posix_locks_on(tmp_path / "inventory.db")
+    finally:
+        await store.close()
