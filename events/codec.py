@@ -157,7 +157,12 @@ def _of_another_version(message: MessageLike, exc: ValidationError) -> AnyEvent:
     # A newer version keeps the envelope's identity (order_id, seq, event_id): the guard
     # parks its order by them, so they must agree with the headers the exchange routed by.
     order_id, seq = _routing_headers(message)
-    _check_identity(message, order_id, seq, envelope)
+    _check_identity(
+        message,
+        (order_id, seq),
+        (envelope.get("order_id"), envelope.get("seq")),
+        (envelope.get("event_id"), envelope.get("event_type")),
+    )
     if not order_id or seq < 1:
         raise MalformedEvent(MalformedReason.SCHEMA, f"order_id {order_id!r}, seq {seq}: unusable")
     raise UnsupportedVersion(version, order_id, seq)
@@ -180,14 +185,20 @@ def _routing_headers(message: MessageLike) -> tuple[str, Any]:
     return order_id, seq
 
 
-def _check_identity(message: MessageLike, order_id: str, seq: Any, body: Mapping[str, Any]) -> None:
-    """The headers and properties agree with the body's order_id, seq, event_id and type."""
+def _check_identity(
+    message: MessageLike,
+    headers: tuple[str, Any],
+    body: tuple[object, object],
+    properties: tuple[object, object],
+) -> None:
+    """The order_id and seq headers agree with the body's, and the message_id and type
+    properties (when set) with its event_id and event_type."""
+    (order_id, seq), (body_order_id, body_seq), (event_id, event_type) = headers, body, properties
     mismatches = []
-    if order_id != body.get("order_id"):
-        mismatches.append(f"order_id header {order_id!r} != body {body.get('order_id')!r}")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq != body.get("seq"):
-        mismatches.append(f"seq header {seq!r} != body {body.get('seq')!r}")
-    event_id, event_type = body.get("event_id"), body.get("event_type")
+    if order_id != body_order_id:
+        mismatches.append(f"order_id header {order_id!r} != body {body_order_id!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq != body_seq:
+        mismatches.append(f"seq header {seq!r} != body {body_seq!r}")
     if message.message_id is not None and message.message_id != event_id:
         mismatches.append(f"message_id {message.message_id!r} != event_id {event_id}")
     if message.type is not None and message.type != event_type:
@@ -197,14 +208,12 @@ def _check_identity(message: MessageLike, order_id: str, seq: Any, body: Mapping
 
 
 def _check_envelope_matches(event: AnyEvent, message: MessageLike) -> None:
-    order_id, seq = _routing_headers(message)
-    identity = {
-        "order_id": event.order_id,
-        "seq": event.seq,
-        "event_id": str(event.event_id),
-        "event_type": event.event_type.value,
-    }
-    _check_identity(message, order_id, seq, identity)
+    _check_identity(
+        message,
+        _routing_headers(message),
+        (event.order_id, event.seq),
+        (str(event.event_id), event.event_type.value),
+    )
 
 
 def _text(value: object) -> str | None:

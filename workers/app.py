@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from topology.spec import TopologySpec
 from workers.consumer import DownstreamWorker
-from workers.handlers import Handler, handler_class
+from workers.handlers import Handler, handler_for
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.runtime import Runtime
 from workers.settings import WorkerSettings
@@ -56,12 +56,11 @@ async def build(
     workers, stores = [], []
     for name in spec.choose(names):
         ds = spec.downstreams[name]
-        found = handler_class(name, ds.handler)
-        if found is None:
+        handler = handler_for(name, ds)
+        if type(handler) is Handler:
             log.warning(
                 "worker.no_handler", downstream=name, note="events are recorded in the inbox only"
             )
-        handler = (found or Handler)(ds)
         outage = settings.workers_outage_dir
         if settings.workers_simulate or faults is not None or outage is not None:
             switch = OutageSwitch(outage / name) if outage else None

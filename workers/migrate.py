@@ -15,7 +15,7 @@ from alembic import command
 from sqlalchemy import Connection, MetaData, create_engine, inspect, text
 
 from common.migrations import config_for, migration_lock, upgrade
-from workers.tables import bus_table_names
+from workers.tables import handler_tables
 
 BUS_REVISIONS = Path(__file__).parent / "revisions"
 
@@ -46,8 +46,7 @@ def migrate_store(
         in_store_schema(conn, downstream, create=True)
         upgrade(conn, revision_folders(handler_revisions), downstream)
         if handler_revisions is None:
-            bus = bus_table_names()
-            metadata.create_all(conn, [t for n, t in metadata.tables.items() if n not in bus])
+            metadata.create_all(conn, handler_tables(metadata))
         check_tables(conn, downstream, metadata)
 
 
@@ -71,9 +70,10 @@ def check_tables(conn: Connection, downstream: str, metadata: MetaData) -> None:
 
 def write_revision(
     conn: Connection, name: str, metadata: MetaData, folder: Path, message: str, compare: bool
-) -> Path:
+) -> Path | None:
     """Write a handler's next migration into `folder` (its branch, labelled `name`): the
-    difference between its tables and the store's when `compare`, else an empty one.
+    difference between its tables and the store's when `compare` (None, and no file, when
+    there is none), else an empty one.
 
     The branch's first migration creates all its tables (where missing): it is compared
     with an empty store, not with one whose tables were made before migrations.
@@ -99,12 +99,11 @@ def _revision(
     message: str,
     compare: bool,
     existing: list[Path],
-) -> Path:
-    bus = bus_table_names()
+) -> Path | None:
     config = config_for(
-        revision_folders(folder), conn, metadata, [t for t in metadata.tables if t not in bus]
+        revision_folders(folder), conn, metadata, [t.name for t in handler_tables(metadata)]
     )
-    config.attributes["first"] = not existing
+    config.attributes.update(first=not existing, compare=compare)
     script = command.revision(
         config,
         message,
@@ -114,5 +113,7 @@ def _revision(
         version_path=str(folder),
         rev_id=f"{name}_{len(existing) + 1:04d}",
     )
-    assert script is not None and not isinstance(script, list)
+    if not script:  # the comparison found nothing to write
+        return None
+    assert not isinstance(script, list)
     return Path(script.path)

@@ -27,7 +27,7 @@ from workers.migrate import (
     write_revision,
 )
 from workers.settings import WorkerSettings
-from workers.store import make_sync_engine
+from workers.store import make_sync_engine, sqlite_file
 
 
 class UsageError(Exception):
@@ -80,52 +80,76 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(args: argparse.Namespace, settings: WorkerSettings, spec: TopologySpec) -> int:
     chosen = spec.choose(args.downstreams)
-    if args.new is not None and len(chosen) != 1:
-        raise UsageError("--new writes one handler's migration: name one downstream")
     out = Console()
+    if args.new is not None:
+        if len(chosen) != 1:
+            raise UsageError("--new writes one handler's migration: name one downstream")
+        name = chosen[0]
+        handler = handler_for(name, spec.downstreams[name])
+        written = await asyncio.to_thread(_write, args, settings, name, handler)
+        file = f" --file {args.file}" if args.file else ""
+        if written is None:
+            out.print(
+                f"{name}: its tables and its store's do not differ; nothing written "
+                "(--empty writes a migration to fill in by hand)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            then = f"review it, then run `python -m workers migrate{file} {name}`"
+            out.print(f"{name}: wrote {written}; {then}", highlight=False, soft_wrap=True)
+        return 0
     table = Table("downstream", "store at", "newest", "state")
     for name in chosen:
         handler = handler_for(name, spec.downstreams[name])
-        work = partial(_one, args, settings, name, handler)
-        row = await asyncio.to_thread(work)
-        if args.new is not None:
-            then = f"review it, then run `python -m workers migrate {name}` (or start the workers)"
-            out.print(f"{name}: wrote {row[0]}; {then}", highlight=False, soft_wrap=True)
-            return 0
-        table.add_row(name, *row)
+        table.add_row(name, *await asyncio.to_thread(_migrate, args, settings, name, handler))
     out.print(table)
     return 0
 
 
-def _one(
+def _write(
     args: argparse.Namespace, settings: WorkerSettings, name: str, handler: Handler
-) -> tuple[str, str, str]:
-    """Migrate, show or write for one downstream: its table row (or the written file)."""
+) -> Path | None:
+    """Write the handler's next migration, compared with its store (None: nothing to write)."""
+    if handler.revisions is None:
+        raise UsageError(
+            f"{name}: its handler names no `revisions` folder; set one on the class "
+            "(see docs/handlers.md)"
+        )
     engine = make_sync_engine(name, settings.workers_dsn, settings.workers_store_dir)
-    folders = revision_folders(handler.revisions)
     try:
         with engine.begin() as conn:
-            if args.new is not None:
-                if handler.revisions is None:
-                    raise UsageError(
-                        f"{name}: its handler names no `revisions` folder; set one on the "
-                        "class (see docs/handlers.md)"
-                    )
-                in_store_schema(conn, name)
-                path = write_revision(
-                    conn,
-                    handler.name,
-                    handler.metadata,
-                    handler.revisions,
-                    args.new,
-                    compare=not args.empty,
-                )
-                return str(path), "", ""
-            if not args.status:
-                migrate_store(conn, name, handler.metadata, handler.revisions)
             in_store_schema(conn, name)
-            at, newest = current(conn), heads(folders)
+            return write_revision(
+                conn,
+                handler.name,
+                handler.metadata,
+                handler.revisions,
+                args.new,
+                compare=not args.empty,
+            )
     finally:
         engine.dispose()
-    state = "up to date" if at == newest else "behind: run `python -m workers migrate`"
+
+
+def _migrate(
+    args: argparse.Namespace, settings: WorkerSettings, name: str, handler: Handler
+) -> tuple[str, str, str]:
+    """Upgrade one store (or only look, with --status): its row of the table."""
+    newest = heads(revision_folders(handler.revisions))
+    behind = "behind: run `python -m workers migrate`"
+    file = sqlite_file(name, settings.workers_dsn, settings.workers_store_dir)
+    if args.status and file is not None and not file.exists():
+        return "(no store yet)", ", ".join(sorted(newest)), behind  # looking creates nothing
+    engine = make_sync_engine(name, settings.workers_dsn, settings.workers_store_dir)
+    try:
+        with engine.begin() as conn:
+            if args.status:
+                in_store_schema(conn, name)
+            else:
+                migrate_store(conn, name, handler.metadata, handler.revisions)
+            at = current(conn)
+    finally:
+        engine.dispose()
+    state = "up to date" if at == newest else behind
     return ", ".join(sorted(at)) or "(empty)", ", ".join(sorted(newest)), state

@@ -53,9 +53,18 @@ class Progress:
     parked_event_id: str | None = None
 
 
+def sqlite_file(downstream: str, dsn: str | None, store_dir: Path) -> Path | None:
+    """The store's SQLite file, or None when dsn names a PostgreSQL database."""
+    if dsn and make_url(dsn).get_backend_name() == "postgresql":
+        return None
+    return store_dir / f"{downstream}.db"
+
+
 def make_sync_engine(downstream: str, dsn: str | None, store_dir: Path) -> Engine:
     """PostgreSQL (a schema named after the downstream) when dsn says so, else a SQLite file."""
-    if dsn and make_url(dsn).get_backend_name() == "postgresql":
+    file = sqlite_file(downstream, dsn, store_dir)
+    if file is None:
+        assert dsn is not None
         url = make_url(dsn).set(drivername="postgresql+psycopg")
         return create_engine(url, pool_size=2).execution_options(
             schema_translate_map={None: downstream}
@@ -67,9 +76,7 @@ def make_sync_engine(downstream: str, dsn: str | None, store_dir: Path) -> Engin
             f"cannot create the SQLite store folder {store_dir.absolute()} ({exc.strerror}); "
             "set WORKERS_STORE_DIR to a writable folder, or WORKERS_DSN to a PostgreSQL database",
         ) from exc
-    engine = create_engine(
-        f"sqlite:///{store_dir / f'{downstream}.db'}", connect_args={"timeout": 30}
-    )
+    engine = create_engine(f"sqlite:///{file}", connect_args={"timeout": 30})
     event.listen(engine, "connect", sqlite_pragmas)
     return engine
 

@@ -38,8 +38,15 @@ def store_tables(metadata: MetaData) -> None:
     lease_tables(metadata)
 
 
-def bus_table_names() -> frozenset[str]:
-    """The names of the bus's own tables (the rest of a store's are its handler's)."""
+def _bus_table_names() -> frozenset[str]:
     metadata = MetaData()
     store_tables(metadata)
     return frozenset(metadata.tables)
+
+
+BUS_TABLES = _bus_table_names()
+
+
+def handler_tables(metadata: MetaData) -> list[Table]:
+    """A store's tables that are its handler's, not the bus's."""
+    return [t for name, t in metadata.tables.items() if name not in BUS_TABLES]

@@ -30,9 +30,12 @@ def _walk(found: Iterable[Any]) -> Iterable[Any]:
         yield from _walk(getattr(op, "ops", ()))
 
 
-def _first_creates_only_what_is_missing(_: Any, __: Any, directives: list[Any]) -> None:
-    # A branch's first revision creates its tables where missing: a store whose tables were
-    # made before its handler had migrations is then adopted as it is.
+def _shape_new_revision(_: Any, __: Any, directives: list[Any]) -> None:
+    # A comparison that found nothing writes no file. A branch's first revision creates its
+    # tables where missing: a store whose tables were made before its handler had migrations
+    # is then adopted as it is.
+    if config.attributes.get("compare") and all(d.upgrade_ops.is_empty() for d in directives):
+        directives[:] = []
     if not config.attributes.get("first"):
         return
     for script in directives:
@@ -45,7 +48,7 @@ context.configure(
     connection=connection,
     target_metadata=config.attributes.get("metadata"),
     include_object=_include,
-    process_revision_directives=_first_creates_only_what_is_missing,
+    process_revision_directives=_shape_new_revision,
     # SQLite alters most things by copying the table: autogenerate writes batch operations.
     render_as_batch=connection.dialect.name == "sqlite",
 )

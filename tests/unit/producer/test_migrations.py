@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, insert, select
 
 from common.migrations import current, heads
+from producer.cli import main
 from producer.db import REVISIONS, create_schema, make_engine, metadata, orders
 from tests.support.migrations import drift
 
@@ -47,3 +49,18 @@ async def test_an_outbox_made_before_migrations_is_adopted_with_its_rows(tmp_pat
     finally:
         await engine.dispose()
     assert at == {"outbox_0001"} and changes == [] and rows == [("o-1",)]
+
+
+def test_migrate_status_looks_and_migrate_upgrades(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # In-process, the command would bind the loggers it first uses to this test's stderr.
+    monkeypatch.setattr("common.startup.configure_logging", lambda *args, **kwargs: None)
+    db = tmp_path / "orders.db"
+    argv = ["migrate", "--db", f"sqlite+aiosqlite:///{db}"]
+    assert main([*argv, "--status"]) == 0
+    assert "behind" in capsys.readouterr().out and not db.exists()
+    assert main(argv) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main([*argv, "--status"]) == 0
+    assert "up to date" in capsys.readouterr().out

@@ -115,16 +115,29 @@ def _notifier(folder: Path, version: int, module: str) -> Handler:
     return found(DownstreamSpec())
 
 
-async def test_a_table_changed_without_a_migration_stops_the_worker(
-    plugins: Path, tmp_path: Path
-) -> None:
-    v1 = _notifier(plugins, 1, "notifier_v1")
-    await (await _open(v1, tmp_path / "stores")).close()
-    # Version 2's code, but without its migration: the store lacks the new column.
+def _v2_without_its_migration(plugins: Path, store_dir: Path) -> Handler:
+    """A store version 1 made, and version 2's code without the migration its column needs."""
+    asyncio.run(_open_and_drift(_notifier(plugins, 1, "notifier_v1"), store_dir))
     v2 = _notifier(plugins, 2, "notifier_v2")
     (plugins / "revisions" / "notifier_0002_tracking_number.py").unlink()
+    return v2
+
+
+def _topology(tmp_path: Path, module: str) -> Path:
+    """The shipped file with a `notifier` downstream whose handler is `module`'s."""
+    data = topologies.fast_data()
+    data["downstreams"][D] = {"handler": f"{module}:Notifier", "shards": 1}
+    topology = tmp_path / "orders.yaml"
+    topology.write_text(yaml.safe_dump(data))
+    return topology
+
+
+def test_a_table_changed_without_a_migration_stops_the_worker(
+    plugins: Path, tmp_path: Path
+) -> None:
+    v2 = _v2_without_its_migration(plugins, tmp_path / "stores")
     with pytest.raises(StoreSchemaError) as info:
-        await _open(v2, tmp_path / "stores")
+        asyncio.run(_open(v2, tmp_path / "stores"))
     assert "sent.tracking_number" in str(info.value)
     assert "python -m workers migrate notifier --new" in str(info.value)
 
@@ -132,16 +145,10 @@ async def test_a_table_changed_without_a_migration_stops_the_worker(
 def test_migrate_new_writes_the_migration_the_table_change_needs(
     plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    v1 = _notifier(plugins, 1, "notifier_v1")
-    asyncio.run(_open_and_drift(v1, tmp_path / "stores"))
-    v2 = _notifier(plugins, 2, "notifier_v2")
-    (plugins / "revisions" / "notifier_0002_tracking_number.py").unlink()
-    data = topologies.fast_data()
-    data["downstreams"]["notifier"] = {"handler": "notifier_v2:Notifier", "shards": 1}
-    topology = tmp_path / "orders.yaml"
-    topology.write_text(yaml.safe_dump(data))
+    v2 = _v2_without_its_migration(plugins, tmp_path / "stores")
+    topology = _topology(tmp_path, "notifier_v2")
     monkeypatch.setenv("WORKERS_STORE_DIR", str(tmp_path / "stores"))
-    argv = ["migrate", "notifier", "--file", str(topology)]
+    argv = ["migrate", D, "--file", str(topology)]
 
     assert main([*argv, "--new", "sent gets the tracking number"]) == 0
     written = list((plugins / "revisions").glob("notifier_0002_*.py"))
@@ -188,10 +195,7 @@ def test_a_first_migration_creates_the_tables_and_adopts_a_store_that_has_them(
     asyncio.run(store.close())
     # It now names a revisions folder, and writes its first migration.
     v1.revisions = plugins / "revisions"
-    data = topologies.fast_data()
-    data["downstreams"]["notifier"] = {"handler": "notifier_v1:Notifier", "shards": 1}
-    topology = tmp_path / "orders.yaml"
-    topology.write_text(yaml.safe_dump(data))
+    topology = _topology(tmp_path, "notifier_v1")
     monkeypatch.setenv("WORKERS_STORE_DIR", str(tmp_path / "old"))
     assert main(["migrate", D, "--file", str(topology), "--new", "notifier tables"]) == 0
     (written,) = (plugins / "revisions").glob("notifier_0001_*.py")
@@ -216,21 +220,13 @@ def _insert_sent(store: DownstreamStore) -> None:
 def test_workers_on_a_store_without_the_migration_stop_in_one_line(
     plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    v1 = _notifier(plugins, 1, "notifier_v1")
-    asyncio.run(_open_and_drift(v1, tmp_path / "stores"))
-    _notifier(plugins, 2, "notifier_v2")
-    (plugins / "revisions" / "notifier_0002_tracking_number.py").unlink()
-    data = topologies.fast_data()
-    data["downstreams"]["notifier"] = {"handler": "notifier_v2:Notifier", "shards": 1}
-    topology = tmp_path / "orders.yaml"
-    topology.write_text(yaml.safe_dump(data))
+    _v2_without_its_migration(plugins, tmp_path / "stores")
     monkeypatch.setenv("WORKERS_STORE_DIR", str(tmp_path / "stores"))
-    assert main([D, "--file", str(topology)]) == 1
+    assert main([D, "--file", str(_topology(tmp_path, "notifier_v2"))]) == 1
     err = capsys.readouterr().err
     assert "lacks sent.tracking_number" in " ".join(err.split())
     assert "Traceback" not in err
-    data["downstreams"]["notifier"]["handler"] = "notifier_v9:Notifier"
-    topology.write_text(yaml.safe_dump(data))
+    topology = _topology(tmp_path, "notifier_v9")
     assert main([D, "--file", str(topology)]) == 1
     err = capsys.readouterr().err
     assert "cannot load handler 'notifier_v9:Notifier'" in err and "Traceback" not in err
@@ -258,3 +254,26 @@ async def test_migrating_keeps_sqlites_own_locks_on_the_store(tmp_path: Path) ->
         assert _posix_locks_on(tmp_path / "inventory.db")
     finally:
         await store.close()
+
+
+def test_status_creates_no_store_and_new_without_a_difference_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    topology = tmp_path / "orders.yaml"
+    topology.write_text(yaml.safe_dump(topologies.fast_data()))
+    monkeypatch.setenv("WORKERS_STORE_DIR", str(tmp_path / "stores"))
+    argv = ["migrate", "inventory", "--file", str(topology)]
+    assert main([*argv, "--status"]) == 0
+    assert "(no store yet)" in capsys.readouterr().out
+    assert not (tmp_path / "stores" / "inventory.db").exists()
+    assert main(argv) == 0
+    folder = InventoryHandler.revisions
+    assert folder is not None
+    before = set(folder.iterdir())
+    try:
+        assert main([*argv, "--new", "nothing changed"]) == 0
+        assert "do not differ; nothing written" in " ".join(capsys.readouterr().out.split())
+        assert set(folder.iterdir()) == before
+    finally:
+        for written in set(folder.iterdir()) - before:
+            written.unlink()
