@@ -28,9 +28,9 @@ from bench import drain, relay
 from bench.common import Target, fresh_vhost, machine, settings_target
 from bench.measure import Steady, tree_cpu
 from bench.workers import events_for, variant_data
+from broker.management import ManagementClient
 from common.logs import configure_logging
 from producer.db import make_engine
-from topology.management import ManagementClient
 from topology.spec import DEFAULT_TOPOLOGY_FILE, load_spec
 
 T = TypeVar("T")

@@ -14,14 +14,14 @@ from typing import Any
 
 import yaml
 
-from common.amqp import connect
+from broker.connect import connect
+from broker.management import ManagementClient
 from common.settings import Settings, with_vhost
 from events import AnyEvent, encode
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
-from topology.management import ManagementClient
 from topology.spec import TopologySpec, load_spec
-from workers.launch import worker_env
+from workers.process.launch import worker_env
 
 
 @dataclass(frozen=True)

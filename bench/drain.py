@@ -24,8 +24,9 @@ import yaml
 from bench.common import Target, fresh_vhost, publish_all
 from bench.measure import HIGH, LOW, Mark, Steady, parse_marks, steady, tree_cpu
 from events import AnyEvent
+from simulation.launch import simulated_worker_command
 from topology.spec import TopologySpec
-from workers.launch import worker_command, worker_env
+from workers.process.launch import worker_env
 
 POLL_SECONDS = 0.05
 DRAIN_TIMEOUT = 600.0
@@ -86,7 +87,7 @@ def bus(
     """`python -m workers <args>` draining the backlog: steady rate per downstream, CPU."""
     stores = [b.tmp / f"{d}.db" for d in b.downstreams]
     process_env = worker_env(b.amqp_url, b.topology_file, b.tmp, extra=env)
-    procs = [_start(worker_command(*args), process_env, b.tmp / "workers.log")]
+    procs = [_start(simulated_worker_command(*args), process_env, b.tmp / "workers.log")]
     total = expected if expected is not None else b.total
     return watch(lambda: sum(_applied(s) for s in stores), procs, total, len(b.downstreams))
 
@@ -96,7 +97,7 @@ def processes(b: Backlog, downstream: str, count: int, dsn: str) -> tuple[Steady
     the steady rate, CPU per event, and each process's share of a core in the window."""
     env = worker_env(b.amqp_url, b.topology_file, b.tmp, extra={"WORKERS_DSN": dsn})
     log = b.tmp / "workers.log"
-    procs = [_start(worker_command(downstream), env, log) for _ in range(count)]
+    procs = [_start(simulated_worker_command(downstream), env, log) for _ in range(count)]
     before: list[float] = []
     after: list[float] = []
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import aio_pika
 
 from events import encode
-from producer.planned import plan_order
+from simulation.planned import plan_order
 
 _TICK = 0.002  # pacing granularity; bursts stay below one tick's worth of events
 _WINDOW = 256

@@ -22,13 +22,13 @@ from aio_pika.abc import AbstractIncomingMessage
 from bench.common import fresh_vhost, workers_env
 from bench.measure import tree_cpu
 from bench.ring import moved, ring
+from broker.management import ManagementClient
 from common.settings import Settings, vhost_of
+from simulation.launch import simulated_worker_command
 from topology import names
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
-from topology.management import ManagementClient
 from topology.spec import TopologySpec
-from workers.launch import worker_command
 
 _SETTLE_SECONDS = 60.0
 
@@ -70,7 +70,9 @@ async def bus_latency(data: Any, rate: float, seconds: float) -> dict[str, Any]:
     spec = TopologySpec.model_validate(data)
     with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
         env = workers_env(url, data, Path(tmp))
-        worker = await asyncio.create_subprocess_exec(*worker_command("inventory"), env=env)
+        worker = await asyncio.create_subprocess_exec(
+            *simulated_worker_command("inventory"), env=env
+        )
         try:
             await _consuming(vhost_of(url), spec.downstreams["inventory"].shards)
             cpu = tree_cpu(worker.pid)
@@ -161,7 +163,9 @@ async def reshard_wait(data: Any, rate: float, seconds: float, grow_to: int) -> 
     shards = spec.downstreams["inventory"].shards
     with fresh_vhost(spec) as (url, _), tempfile.TemporaryDirectory() as tmp:
         env = workers_env(url, data, Path(tmp))
-        worker = await asyncio.create_subprocess_exec(*worker_command("inventory"), env=env)
+        worker = await asyncio.create_subprocess_exec(
+            *simulated_worker_command("inventory"), env=env
+        )
         try:
             await _consuming(vhost_of(url), shards)
             feeding = asyncio.create_task(_feed(url, rate, seconds, Path(tmp)))

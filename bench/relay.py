@@ -26,8 +26,8 @@ from bench.measure import own_cpu
 from common.logs import configure_logging
 from producer.db import create_schema, make_engine, outbox
 from producer.outbox import Outbox, OutboxRow, outbox_values
-from producer.planned import plan_order
 from producer.relay import Relay
+from simulation.planned import plan_order
 
 
 async def prefill(engine: AsyncEngine, events: int) -> list[OutboxRow]:

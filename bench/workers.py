@@ -34,7 +34,7 @@ from bench.common import machine
 from bench.measure import Steady
 from common.logs import configure_logging
 from events import AnyEvent
-from producer.planned import plan_order
+from simulation.planned import plan_order
 from topology.spec import DEFAULT_TOPOLOGY_FILE, TopologySpec, load_spec
 
 POISON_RATE = 0.01

@@ -25,7 +25,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from common.amqp import connect, queue_depth
+from broker.connect import connect
+from broker.management import ManagementClient, ManagementError
+from broker.queues import queue_depth
 from common.settings import (
     Settings,
     SettingsError,
@@ -35,12 +37,12 @@ from common.settings import (
 )
 from demo.report import Check, check_store, read_truth
 from operations.dlq import DeadLetters
+from simulation.launch import simulated_worker_command
 from topology import names
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
-from topology.management import ManagementClient, ManagementError
 from topology.spec import DEFAULT_TOPOLOGY_FILE, TopologySpec
-from workers.launch import worker_command, worker_env
+from workers.process.launch import worker_env
 
 console = Console(stderr=True)
 
@@ -140,7 +142,7 @@ def main() -> int:
     logs = work / "logs"  # the children's log lines: not through the progress display
     logs.mkdir()
     with (logs / "workers.log").open("wb") as out:
-        workers = subprocess.Popen(worker_command("all"), env=env, stderr=out)
+        workers = subprocess.Popen(simulated_worker_command("all"), env=env, stderr=out)
     try:
         outcome = asyncio.run(run(args, spec, amqp_url, env, work))
     finally:
@@ -160,8 +162,8 @@ async def run(
         simulate = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "producer",
-            "simulate",
+            "simulation",
+            "orders",
             "--orders",
             str(args.orders),
             "--seed",

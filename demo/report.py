@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from events.simulation import behaviour_of
+from simulation.skus import behaviour_of
 
 
 @dataclass

@@ -8,10 +8,11 @@ import re
 
 from rich.table import Table
 
+from common.cli import EXIT_OK
 from operations.capacity import Capacity
 from operations.status import shard_owners
 from topology import names
-from topology.commands import EXIT_OK, Command, Context
+from topology.commands import Command, Context
 from topology.units import parse_duration_ms
 
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")

@@ -13,7 +13,9 @@ import aio_pika
 import aiormq.abc
 from aiormq.abc import DeliveredMessage
 
-from common.amqp import Received, connect, queue_counts
+from broker.connect import connect
+from broker.queues import queue_counts
+from broker.received import Received
 from events import headers as h
 from events.codec import republished
 from topology import names

@@ -14,9 +14,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from common.cli import EXIT_ERROR, EXIT_OK
 from events.headers import ERROR_STACK, DeadReason
 from operations.dlq import DeadLetters, DeadMessage, Filter
-from topology.commands import EXIT_ERROR, EXIT_OK, Command, Context
+from topology.commands import Command, Context
 
 
 def _arguments(dlq: argparse.ArgumentParser) -> None:

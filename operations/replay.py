@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from common.amqp import connect
+from broker.connect import connect
 from events import headers as h
 from events.codec import republished
 from topology import names

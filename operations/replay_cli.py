@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 from rich.progress import Progress, TextColumn
 
+from common.cli import EXIT_OK
 from operations.replay import ReplayStats, parse_time, replay
-from topology.commands import EXIT_OK, Command, Context
+from topology.commands import Command, Context
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

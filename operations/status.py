@@ -7,11 +7,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from common.amqp import connect, queue_depth
+from broker.connect import connect
+from broker.management import ManagementClient
+from broker.queues import queue_depth
 from events.headers import PARKING_REASONS
 from operations.dlq import DeadLetters
 from topology import names
-from topology.management import ManagementClient
 from topology.replicas import Replicas, replicas_of, wanted_members
 from topology.spec import DownstreamSpec, TopologySpec
 

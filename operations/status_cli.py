@@ -11,10 +11,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from broker.management import ManagementClient
+from common.cli import EXIT_INTERRUPTED
 from common.loop import sleep_unless, stop_on_signals
 from operations.status import BusStatus, DownstreamStatus, ParkedCounts, gather
-from topology.commands import EXIT_INTERRUPTED, Command, Context
-from topology.management import ManagementClient
+from topology.commands import Command, Context
 from topology.spec import TopologySpec
 
 EXIT_OVER_LAG = 3

@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractConnection, AbstractExchange
 from aiormq.exceptions import DeliveryError, PublishError
 from prometheus_client import CollectorRegistry
 
-from common.amqp import connect
+from broker.connect import connect
 from common.backoff import backoff_delay
 from common.loop import reconnecting, sleep_unless
 from producer.gaps import Gaps

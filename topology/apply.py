@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from broker.management import ManagementClient
+from broker.objects import BindingDef, BrokerObjects, ExchangeDef, PolicyDef, QueueDef
 from topology import reshard
 from topology.access import UserDef, desired_users, password_matches
-from topology.management import ManagementClient
-from topology.model import BindingDef, BrokerObjects, ExchangeDef, PolicyDef, QueueDef
 from topology.plan import Action, Change, Plan, Reshard, make_plan
 from topology.spec import TopologySpec
 

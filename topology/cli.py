@@ -9,14 +9,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
+from broker.management import ManagementClient
+from common.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING
 from topology import replicas, reshard
 from topology.apply import MigrationRequired, apply_plan, plan_against
-from topology.commands import EXIT_ERROR, EXIT_OK, EXIT_PENDING, Command, Context
+from topology.commands import Command, Context
 from topology.compile import compile_topology
 from topology.contract import asyncapi, file_schema
 from topology.diagram import document
 from topology.export import definitions
-from topology.management import ManagementClient
 from topology.plan import Action, Change, Plan, Reshard
 
 _STYLE = {

@@ -9,9 +9,7 @@ stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,9 +18,10 @@ from aiormq.exceptions import AMQPError
 from rich.console import Console
 from rich.markup import escape
 
-from common.cli import either_side, file_option
+from broker.management import ManagementClient, ManagementError
+from common import cli
+from common.cli import EXIT_ERROR
 from common.settings import Settings, SettingsError, load_settings, with_vhost
-from topology.management import ManagementClient, ManagementError
 from topology.spec import (
     DEFAULT_TOPOLOGY_FILE,
     TopologyFileError,
@@ -30,9 +29,6 @@ from topology.spec import (
     UnknownDownstream,
     load_spec,
 )
-
-EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
-EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 
 @dataclass
@@ -67,71 +63,41 @@ class Context:
         return EXIT_ERROR
 
 
-def _no_arguments(parser: argparse.ArgumentParser) -> None:
-    """A command without arguments of its own."""
-
-
-@dataclass(frozen=True)
-class Command:
-    """One subcommand: its name, help, arguments and what it does."""
-
-    name: str
-    help: str
-    run: Callable[[argparse.Namespace, Context], int]
-    arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
-
-
-def _common(parser: argparse.ArgumentParser, default: object) -> None:
-    file_option(parser, default)
-    parser.add_argument("--vhost", default=default, help="vhost (default: the path of $AMQP_URL)")
+Command = cli.Command[Context]
+VHOST = cli.Option(("--vhost",), "vhost (default: the path of $AMQP_URL)")
 
 
 def build_parser(
     commands: Sequence[Command], description: str | None = None
 ) -> argparse.ArgumentParser:
     """The parser of every command; common options go before or after the command's name."""
-    parser = argparse.ArgumentParser(prog="python -m topology", description=description)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    parsers = []
-    for command in commands:
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
-        command.arguments(p)
-        p.set_defaults(run=command.run)
-        parsers.append(p)
-    either_side(parser, parsers, _common)
-    return parser
+    return cli.build_parser("python -m topology", description, commands, [cli.FILE, VHOST])
+
+
+def _context(args: argparse.Namespace, err: Console) -> Context:
+    settings = load_settings()
+    return Context(
+        settings,
+        path=args.file or settings.topology_file or DEFAULT_TOPOLOGY_FILE,
+        vhost=args.vhost or settings.vhost,
+        err=err,
+    )
+
+
+def _file_error(exc: TopologyFileError) -> str:
+    return exc.render()
+
+
+FAILURES: cli.Failures = {
+    SettingsError: cli.lead(""),
+    TopologyFileError: _file_error,
+    (ManagementError, UnknownDownstream): cli.lead(""),
+    (AMQPError, OSError): lambda exc: f"error: the broker at AMQP_URL failed: {exc!r}",
+}
 
 
 def main(
     argv: Sequence[str] | None, commands: Sequence[Command], description: str | None = None
 ) -> int:
     """Parse, load the settings, run one command; return its exit status."""
-    args = build_parser(commands, description).parse_args(argv)
-    err = Console(stderr=True)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        return EXIT_ERROR
-    ctx = Context(
-        settings,
-        path=args.file or settings.topology_file or DEFAULT_TOPOLOGY_FILE,
-        vhost=args.vhost or settings.vhost,
-        err=err,
-    )
-    try:
-        return int(args.run(args, ctx))
-    except BrokenPipeError:
-        # The reader of our output went away (`export | head`): not an error of ours.
-        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
-    except KeyboardInterrupt:  # Ctrl-C, e.g. on `status --watch`
-        return EXIT_INTERRUPTED
-    except TopologyFileError as exc:
-        err.print(exc.render(), markup=False, highlight=False)
-    except (ManagementError, UnknownDownstream) as exc:
-        ctx.fail(str(exc))
-    except (AMQPError, OSError) as exc:
-        ctx.fail(f"the broker at AMQP_URL failed: {exc!r}")
-    return EXIT_ERROR
+    return cli.main(build_parser(commands, description), argv, _context, FAILURES)

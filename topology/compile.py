@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from broker.objects import BindingDef, BrokerObjects, ExchangeDef, JsonDict, PolicyDef, QueueDef
 from events import headers
 from topology import names
-from topology.model import BindingDef, BrokerObjects, ExchangeDef, JsonDict, PolicyDef, QueueDef
 from topology.spec import DownstreamSpec, QueueType, ReplicationSpec, TopologySpec
 
 HASH_HEADER = headers.ORDER_ID

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from topology.model import BrokerObjects
+from broker.objects import BrokerObjects
 
 
 def definitions(objects: BrokerObjects, vhost: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Broker object names derived from a downstream's name: the naming scheme of DESIGN.md."""
+"""Broker object names derived from a downstream's name: the naming scheme every tool shares."""
 
 from __future__ import annotations
 

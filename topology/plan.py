@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from broker.objects import BindingDef, BrokerObjects
 from topology import names
 from topology.compile import CREATION_ONLY_ARGS
-from topology.model import BindingDef, BrokerObjects
 from topology.spec import TopologySpec
 
 # Queue arguments that RabbitMQ cannot change on an existing queue.

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from topology.management import ManagementClient
+from broker.management import ManagementClient
 from topology.spec import ReplicationSpec
 
 BALANCE_WITHIN = 20.0  # seconds apply waits for the broker to move leaders

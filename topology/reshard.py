@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from broker.management import ManagementClient
+from broker.objects import BindingDef
 from topology import names
 from topology.compile import SHARD_WEIGHT
-from topology.management import ManagementClient
-from topology.model import BindingDef
 from topology.plan import Reshard
 
 DRAIN_TIMEOUT = 600.0

@@ -1,47 +1,58 @@
-"""What `python -m producer` and `python -m workers` share: start, read the file, run, fail well."""
+"""What the long-running programs' commands share: settings, logs and the topology file.
+
+`python -m producer`, `python -m workers` and the simulation's commands get a
+`ServiceContext`: the program's settings (read from the environment, logs configured) and
+the topology file, validated. A bad setting or file and an unknown downstream end as one
+line on stderr, never a traceback.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Mapping
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
 from rich.console import Console
 
-from common.loop import run
-from common.settings import S
+from common import cli
+from common.settings import S, Settings
 from common.startup import start
 from topology.spec import TopologyFileError, TopologySpec, UnknownDownstream, load_spec
 
-Runner = Callable[[S, TopologySpec], Coroutine[Any, Any, int]]
+S_co = TypeVar("S_co", bound=Settings, covariant=True)
 
 
-def run_service(
+@dataclass(frozen=True)
+class ServiceContext(Generic[S_co]):
+    """A command's settings, and the topology file it was given (or the settings')."""
+
+    settings: S_co
+    spec: TopologySpec
+    file: Path | None  # as given on the command line (children are started with it)
+
+
+def service_context(
     kind: type[S],
-    file: Path | None,
-    runner: Runner[S],
-    failures: Mapping[type[Exception] | tuple[type[Exception], ...], str],
-) -> int:
-    """Settings and logs, the topology file, then the runner; return the exit status.
+) -> Callable[[argparse.Namespace, Console], ServiceContext[S] | None]:
+    """The context factory of a program whose settings are of `kind`."""
 
-    A bad setting or file, an unknown downstream, and each expected failure (mapped to the
-    words that lead its message) end as one line on stderr, never a traceback.
-    """
-    err = Console(stderr=True)
-    if (settings := start(err, kind)) is None:
-        return 1
-    try:
-        spec = load_spec(file or settings.topology_file)
-        return run(runner(settings, spec))
-    except TopologyFileError as exc:
-        err.print(exc.render(), markup=False, highlight=False)
-    except UnknownDownstream as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:
-        lead = next((w for kinds, w in failures.items() if isinstance(exc, kinds)), None)
-        if lead is None:
-            raise
-        err.print(f"error: {lead}{exc}", markup=False, highlight=False, soft_wrap=True)
-    return 1
+    def make(args: argparse.Namespace, err: Console) -> ServiceContext[S] | None:
+        settings = start(err, kind)
+        if settings is None:
+            return None
+        file = getattr(args, "file", None)
+        return ServiceContext(settings, load_spec(file or settings.topology_file), file)
+
+    return make
+
+
+def _file_error(exc: TopologyFileError) -> str:
+    return exc.render()
+
+
+SERVICE_FAILURES: cli.Failures = {
+    TopologyFileError: _file_error,
+    UnknownDownstream: cli.lead(""),
+}

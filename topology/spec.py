@@ -155,7 +155,9 @@ class DownstreamSpec(_Spec):
     handler: Annotated[
         str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
     ] = None
-    handler_time: DurationMs = 0  # simulated time per event (only with WORKERS_SIMULATE)
+    handler_time: DurationMs = (
+        0  # simulated time per event (only under `python -m simulation workers`)
+    )
     # A handler call (per event, or per batch's load) that runs longer fails as retryable:
     # a hung call would otherwise hold its delivery, its order's lane and prefetch for ever.
     handler_timeout: Annotated[DurationMs, Field(ge=1)] = 30_000

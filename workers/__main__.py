@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from workers.cli import main
+from workers.process.cli import main
 
 sys.exit(main())

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from common.amqp import depths
+from broker.queues import depths
 from events.headers import DeadReason
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -129,7 +129,7 @@ class DownstreamMetrics:
 
 async def sample_lag(
     connection: AbstractConnection,
-    shards: Sequence[str],
+    shards: Callable[[], Sequence[str]],
     holding: Callable[[], int],
     metrics: DownstreamMetrics,
     scale_out_at: int,
@@ -138,7 +138,7 @@ async def sample_lag(
     """Export the lag (ready in the shards + held unsettled here) until cancelled."""
     while True:
         with contextlib.suppress(Exception):
-            ready = await depths(connection, list(shards))
+            ready = await depths(connection, list(shards()))
             lag = sum(n or 0 for n in ready.values()) + holding()
             metrics.lag.set(lag)
             metrics.scale_out.set(1 if lag > scale_out_at else 0)

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
+from broker.management import ManagementError
 from producer.db import create_schema, make_engine
-from producer.simulate import TrafficStats, run_traffic
 from producer.store import OrderStore
+from simulation.traffic import TrafficStats, run_traffic
 from tests.support import topologies
 from tests.support.fixtures import Vhost
 from tests.support.fleet import Fleet
@@ -41,9 +42,8 @@ from tests.support.settling import (
     settle,
     store_failures,
 )
-from topology.management import ManagementError
 from topology.spec import TopologySpec
-from workers.launch import worker_env
+from workers.process.launch import worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 ORDERS = 900

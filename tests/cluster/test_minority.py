@@ -13,15 +13,15 @@ import pytest
 
 from common.settings import with_vhost
 from producer.db import create_schema, make_engine
-from producer.simulate import run_traffic
 from producer.store import OrderStore
+from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.cluster import Cluster
 from tests.support.fixtures import Vhost
 from tests.support.fleet import Fleet
 from tests.support.polling import eventually
 from tests.support.settling import in_stream, outbox_ids, unsent
-from workers.launch import worker_env
+from workers.process.launch import worker_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 HELD_FOR = 15.0  # seconds the relay must hold its rows while the majority is down

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from producer.db import create_schema, make_engine
-from producer.simulate import run_traffic
 from producer.store import OrderStore
+from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.cluster import Cluster
 from tests.support.fixtures import Vhost
@@ -40,7 +40,7 @@ from tests.support.settling import (
 )
 from topology import names
 from topology.replicas import balanced, cluster_leaders
-from workers.launch import worker_env
+from workers.process.launch import worker_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration]
 ORDERS = 900

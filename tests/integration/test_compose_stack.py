@@ -90,7 +90,7 @@ async def test_the_compose_stack_carries_orders_to_every_downstream_and_is_watch
     stack.run("up", "-d", "--build", "--wait", "workers", "prometheus", "grafana")
     stack.run(
         "run", "--rm", "producer",
-        "python", "-m", "producer", "simulate", "--orders", str(ORDERS), "--seed", "7",
+        "python", "-m", "simulation", "orders", "--orders", str(ORDERS), "--seed", "7",
     )  # fmt: skip
 
     def applied() -> dict[str, float] | None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from producer.db import create_schema, make_engine
-from producer.simulate import run_traffic
 from producer.store import OrderStore
+from simulation.traffic import run_traffic
 from tests.support.fixtures import Vhost
 from tests.support.judge import expected_from_outbox, judge_store
 from tests.support.polling import eventually

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from common.amqp import queue_depth
+from broker.queues import queue_depth
 from events import AnyEvent, encode
 from events import headers as h
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from broker.management import ManagementClient, ManagementError
 from common.settings import Settings
-from topology.management import ManagementClient, ManagementError
 
 # Pinned: the suite proves broker behaviour, so the broker version must not drift.
 RABBITMQ_IMAGE = "rabbitmq:4.3.7-management"

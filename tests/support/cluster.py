@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.management import ManagementClient, ManagementError
 from common.settings import addresses
-from topology.management import ManagementClient, ManagementError
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 AMQP_URL = os.environ.get(

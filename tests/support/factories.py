@@ -9,7 +9,7 @@ from typing import Any
 import aio_pika
 
 from events import AnyEvent, LineItem, PaymentMethod
-from producer.planned import PlannedOrder
+from simulation.planned import PlannedOrder
 
 
 def order_events(order_id: str, sku: str = "SKU-1") -> list[AnyEvent]:

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from broker.management import ManagementClient
 from common.settings import with_vhost
 from tests.support import topologies
 from tests.support.broker import Broker, find_broker
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
-from topology.management import ManagementClient
 from topology.spec import TopologySpec
 
 

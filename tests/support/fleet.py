@@ -44,7 +44,11 @@ class Fleet:
     def start(self, name: str) -> None:
         port = self.ports.setdefault(name, free_port())
         metrics = ["--metrics-port", str(port)]
-        args = ["producer", *metrics, "relay"] if name == "relay" else ["workers", name, *metrics]
+        args = (
+            ["producer", "relay", *metrics]
+            if name == "relay"
+            else ["simulation", "workers", name, *metrics]
+        )
         self.incarnation[name] += 1
         self.logs.mkdir(exist_ok=True)
         with (self.logs / f"{name}.{self.incarnation[name]}.log").open("wb") as out:

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import make_url
 
-from events.simulation import POISON_PREFIX
+from simulation.skus import POISON_PREFIX
 
 DeadLetter = tuple[str, str, str]  # order_id, reason, event_id
 

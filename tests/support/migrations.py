@@ -35,7 +35,7 @@ from pathlib import Path
 from sqlalchemy import Column, MetaData, String, Table
 
 from events import OrderShippedEvent
-from workers.handlers import Handler
+from workers.api import Handler
 
 
 class Notifier(Handler):

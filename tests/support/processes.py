@@ -1,4 +1,4 @@
-"""Processes the tests start: `python -m workers` children, and free ports for their metrics."""
+"""Processes the tests start: simulated worker children, and free ports for their metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workers.launch import worker_command, worker_env
+from simulation.launch import simulated_worker_command
+from workers.process.launch import worker_env
 
 
 def free_port() -> int:
@@ -27,11 +28,11 @@ def worker_process(
     metrics_port: int | None = None,
     dsn: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m workers ...` as a child process (stores on PostgreSQL when `dsn` is given);
-    killed at the end if still running."""
+    """`python -m simulation workers ...` as a child process (stores on PostgreSQL when `dsn`
+    is given); killed at the end if still running."""
     extra = {"WORKERS_DSN": dsn} if dsn else None
     proc = subprocess.Popen(
-        worker_command(*downstreams, metrics_port=metrics_port),
+        simulated_worker_command(*downstreams, metrics_port=metrics_port),
         env=worker_env(amqp_url, topology, store_dir, extra=extra),
     )
     try:

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.amqp import connect, queue_depth
+from broker.connect import connect
+from broker.management import ManagementClient
+from broker.queues import queue_depth
 from operations.dlq import DeadLetters
 from tests.support.amqp import collect_ids
 from tests.support.judge import Expected, judge_store
 from tests.support.polling import eventually
 from topology import names as n
-from topology.management import ManagementClient
 from topology.spec import TopologySpec
 
 # Longer than the broker's dead-letter re-send delay (10 s): a bus still for this long with

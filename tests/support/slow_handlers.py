@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from events import AnyEvent
-from workers.handlers import Tx
+from workers.api import Tx
 from workers.handlers.inventory import InventoryHandler
 
 WRITE_SECONDS_PER_EVENT = 0.05

@@ -8,19 +8,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from simulation.handlers import FaultHook, simulated
 from topology.spec import TopologySpec
-from workers.app import Workers, build
 from workers.handlers.inventory import InventoryHandler
-from workers.settings import WorkerSettings
-from workers.simulated import FaultHook
-from workers.store import DownstreamStore
+from workers.process.app import Workers, build
+from workers.process.settings import WorkerSettings
+from workers.store.database import DownstreamStore
 
 
 def settings_for(amqp_url: str, store_dir: Path, dsn: str | None = None) -> WorkerSettings:
     """Settings pointing workers at a vhost and a store folder (or a PostgreSQL DSN)."""
-    return WorkerSettings(
-        amqp_url=amqp_url, workers_store_dir=store_dir, workers_dsn=dsn, workers_simulate=True
-    )
+    return WorkerSettings(amqp_url=amqp_url, workers_store_dir=store_dir, workers_dsn=dsn)
 
 
 @asynccontextmanager
@@ -34,7 +32,7 @@ async def running_workers(
 ) -> AsyncIterator[Workers]:
     """Workers consuming for the duration of the block, stopped cleanly after."""
     settings = settings_for(amqp_url, store_dir, dsn)
-    workers = await build(spec, list(names), settings, faults=faults)
+    workers = await build(spec, list(names), settings, wrap=simulated(faults))
     stop = asyncio.Event()
     task = asyncio.create_task(workers.run(stop))
     try:

@@ -13,18 +13,19 @@ import pytest
 from demo.__main__ import build_parser as demo_parser
 from operations.cli import COMMANDS
 from producer.cli import build_parser as producer_parser
+from simulation.cli import build_parser as simulation_parser
 from topology.commands import build_parser as topology_parser
-from workers.cli import build_parser as workers_parser
-from workers.cli import parser_for as workers_parser_for
+from workers.process.cli import build_parser as workers_parser
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "topology": lambda: topology_parser(COMMANDS),
     "producer": producer_parser,
     "workers": workers_parser,
+    "simulation": simulation_parser,
     "demo": demo_parser,
 }
-_COMMAND = re.compile(r"python -m (topology|producer|workers|demo)\b([^`#|)>\n]*)")
+_COMMAND = re.compile(r"python -m (topology|producer|workers|simulation|demo)\b([^`#|)>\n]*)")
 
 
 def _quoted() -> list[tuple[str, str]]:
@@ -43,6 +44,7 @@ def _quoted() -> list[tuple[str, str]]:
 _PLACEHOLDERS = {"N": "10", "R": "non-retryable"}
 # Commands named in prose (`python -m topology dlq`): a mention, not a command line.
 _NAMES = {c.name for c in COMMANDS} | {"list", "show", "redrive", "purge"}
+_NAMES |= {"relay", "migrate", "run", "orders", "workers"}
 
 
 def _words(rest: str) -> list[str]:
@@ -66,8 +68,6 @@ def test_a_quoted_command_parses(module: str, rest: str) -> None:
     if set(words) <= _NAMES:
         return  # a program or command named in prose; its full command lines are quoted too
     parser = PARSERS[module]()
-    if module == "workers":
-        parser, words = workers_parser_for(words)
     try:
         parser.parse_args(words)
     except SystemExit as exc:

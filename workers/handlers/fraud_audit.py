@@ -9,8 +9,8 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent, PaymentMethod
-from workers.handlers import Handler, Tx, insert_sql
-from workers.handlers.base import SHIPPED_REVISIONS
+from workers.api import Handler, Tx, insert_sql
+from workers.handlers import SHIPPED_REVISIONS
 
 LARGE_ORDER = Decimal("1000.00")
 GIFT_CARD_LIMIT = Decimal("500.00")

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
-from workers.handlers import Handler, Tx
-from workers.handlers.base import SHIPPED_REVISIONS
+from workers.api import Handler, Tx
+from workers.handlers import SHIPPED_REVISIONS
 
 SEED_STOCK = 10_000
 # One statement per SKU, relative to the row as it is when the statement runs: processes

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent, OrderPaidEvent
-from workers.handlers import Handler, Tx, insert_sql
-from workers.handlers.base import SHIPPED_REVISIONS
+from workers.api import Handler, Tx, insert_sql
+from workers.handlers import SHIPPED_REVISIONS
 
 _REMEMBER = insert_sql("order_customer", ["order_id", "customer_id"])
 _OWNERS = "SELECT order_id, customer_id FROM order_customer WHERE order_id IN {in}"

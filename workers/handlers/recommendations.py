@@ -9,8 +9,8 @@ from itertools import combinations
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import AnyEvent, OrderCreatedEvent
-from workers.handlers import Handler, Tx
-from workers.handlers.base import SHIPPED_REVISIONS
+from workers.api import Handler, Tx
+from workers.handlers import SHIPPED_REVISIONS
 
 # Relative to the row as the statement finds it: concurrent transactions add up.
 _COUNT = (

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 
 from events import AnyEvent
-from workers.handlers import Handler, Tx, insert_sql
-from workers.handlers.base import SHIPPED_REVISIONS
+from workers.api import Handler, Tx, insert_sql
+from workers.handlers import SHIPPED_REVISIONS
 
 _FACT = insert_sql(
     "facts",

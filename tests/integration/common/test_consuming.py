@@ -9,8 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import pytest
 
-from common.amqp import Received, queue_depth
-from common.consuming import AMQPClosed, ConsumerConnection, open_consumer
+from broker.consumer import AMQPClosed, ConsumerConnection, open_consumer
+from broker.queues import queue_depth
+from broker.received import Received
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 

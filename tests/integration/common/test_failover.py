@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from common.amqp import connect
-from common.consuming import open_consumer
+from broker.connect import connect
+from broker.consumer import open_consumer
+from broker.management import ManagementClient
 from common.settings import with_vhost
 from tests.support.fixtures import Vhost
-from topology.management import ManagementClient
 
 pytestmark = pytest.mark.integration
 DOWN_AMQP = "amqp://guest:guest@127.0.0.1:1/"

@@ -21,6 +21,7 @@ from typing import Any
 import aio_pika
 import pytest
 
+from broker.management import ManagementClient
 from common.settings import Settings, with_vhost
 from tests.support.amqp import publish_events
 from tests.support.broker import Broker
@@ -28,10 +29,9 @@ from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.required import skip_or_fail
-from topology.management import ManagementClient
 from topology.spec import TopologySpec
-from workers.app import build
-from workers.settings import WorkerSettings
+from workers.process.app import build
+from workers.process.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 TLS_DIR = Path(os.environ.get("BUS_TLS_DIR", "/etc/rabbitmq/bus-tls"))

@@ -20,8 +20,8 @@ from tests.support.polling import eventually
 from tests.support.workers import by_order, running_workers
 from topology import names
 from topology.spec import TopologySpec
-from workers.app import Workers
-from workers.errors import NonRetryableError
+from workers.api import NonRetryableError
+from workers.process.app import Workers
 
 pytestmark = pytest.mark.integration
 D = "inventory"

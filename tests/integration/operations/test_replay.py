@@ -18,8 +18,8 @@ from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.workers import metric, running_workers
 from topology.spec import TopologySpec
-from workers.app import Workers
-from workers.consumer import DownstreamWorker
+from workers.process.app import Workers
+from workers.session.worker import DownstreamWorker
 
 pytestmark = pytest.mark.integration
 EVENTS = 90  # 30 orders

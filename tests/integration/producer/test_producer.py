@@ -17,14 +17,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from common.amqp import queue_depth
+from broker.queues import queue_depth
 from events import IllegalTransition, LineItem, OrderState, PaymentMethod, decode
 from events.codec import message_for
 from producer.db import make_engine, outbox
 from producer.outbox import Outbox
 from producer.relay import Relay
-from producer.simulate import run_traffic
 from producer.store import OrderStore, UnknownOrder
+from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.amqp import collect_ids
 from tests.support.fixtures import Vhost
@@ -289,8 +289,8 @@ async def test_simulate_200_orders_fills_every_downstream_and_the_stream(
         [
             sys.executable,
             "-m",
-            "producer",
-            "simulate",
+            "simulation",
+            "orders",
             "--orders",
             "200",
             "--seed",

@@ -9,14 +9,14 @@ from typing import Any
 import aio_pika
 import pytest
 
-from common.amqp import queue_depth
+from broker.objects import BindingDef, QueueDef
+from broker.queues import queue_depth
 from operations.cli import main
 from tests.support import topologies
 from tests.support.amqp import publish_confirmed
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually, eventually_sync
 from topology.compile import compile_topology
-from topology.model import BindingDef, QueueDef
 
 pytestmark = pytest.mark.integration
 

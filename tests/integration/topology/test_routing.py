@@ -9,7 +9,7 @@ from collections import defaultdict
 import aio_pika
 import pytest
 
-from common.amqp import queue_depth
+from broker.queues import queue_depth
 from events import decode, encode
 from tests.support.amqp import drain, publish_confirmed
 from tests.support.factories import order_events

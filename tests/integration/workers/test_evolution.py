@@ -24,7 +24,7 @@ from tests.support.polling import eventually
 from tests.support.workers import by_order, running_workers
 from topology import names
 from topology.spec import TopologySpec
-from workers.app import Workers
+from workers.process.app import Workers
 
 pytestmark = pytest.mark.integration
 FUTURE = 99

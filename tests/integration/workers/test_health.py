@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import pytest
 
+from broker.management import ManagementError
 from tests.support import topologies
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
-from topology.management import ManagementError
 
 pytestmark = pytest.mark.integration
 USER = "guest"

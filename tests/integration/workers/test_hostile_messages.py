@@ -15,7 +15,7 @@ from aiormq.exceptions import PublishError
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from common.amqp import queue_depth
+from broker.queues import queue_depth
 from operations.dlq import DeadLetters
 from tests.support.amqp import publish_events
 from tests.support.factories import order_events

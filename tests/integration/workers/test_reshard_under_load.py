@@ -17,8 +17,8 @@ from bench.ring import moved, ring
 from operations.cli import main
 from operations.dlq import DeadLetters
 from producer.db import create_schema, make_engine
-from producer.simulate import run_traffic
 from producer.store import OrderStore
+from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.fixtures import Vhost
 from tests.support.judge import expected_from_outbox
@@ -27,7 +27,7 @@ from tests.support.processes import free_port, worker_process
 from tests.support.producer import postgres_database, running_relay, wait_for_backlog
 from tests.support.workers import by_order
 from workers.handlers.inventory import InventoryHandler
-from workers.store import DownstreamStore
+from workers.store.database import DownstreamStore
 
 pytestmark = pytest.mark.integration
 ORDERS, RATE, SEED = 3000, 150.0, 41

@@ -26,7 +26,7 @@ from tests.support.producer import postgres_database
 from tests.support.workers import by_order
 from topology import names
 from workers.handlers.inventory import InventoryHandler
-from workers.store import DownstreamStore
+from workers.store.database import DownstreamStore
 
 pytestmark = pytest.mark.integration
 ORDERS = 1500

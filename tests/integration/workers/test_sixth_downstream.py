@@ -27,7 +27,7 @@ from topology import names
 from topology.apply import plan_against
 from topology.compile import compile_topology
 from topology.plan import Action
-from workers.launch import worker_command, worker_env
+from workers.process.launch import worker_command, worker_env
 
 pytestmark = pytest.mark.integration
 D = "shipping_notifier"
@@ -37,7 +37,7 @@ HANDLER = '''
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
 from events import OrderCreatedEvent, OrderShippedEvent
-from workers.handlers import Handler, NonRetryableError, TransientError
+from workers.api import Handler, NonRetryableError, TransientError
 
 _NOTIFY = (
     "INSERT INTO notifications (order_id, carrier, tracking, customer_id) "
@@ -123,7 +123,7 @@ async def test_a_sixth_downstream_with_its_own_handler_outside_the_project(
     orders["nowhere-1"] = nowhere
     env = worker_env(
         vhost.amqp_url, path, tmp_path / "stores",
-        extra={"PYTHONPATH": str(plugins), "WORKERS_SIMULATE": "0"},
+        extra={"PYTHONPATH": str(plugins)},
     )  # fmt: skip
     proc = subprocess.Popen(worker_command(D), env=env)
     try:

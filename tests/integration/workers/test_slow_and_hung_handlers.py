@@ -20,7 +20,7 @@ from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.workers import by_order, metric, running_workers
-from workers.errors import TransientError
+from workers.api import TransientError
 
 pytestmark = pytest.mark.integration
 D = "inventory"

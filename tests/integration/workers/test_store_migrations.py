@@ -24,14 +24,14 @@ from tests.support.polling import eventually
 from tests.support.producer import postgres_database
 from tests.support.workers import by_order, running_workers
 from topology.spec import DownstreamSpec
-from workers.app import Workers
 from workers.handlers.fraud_audit import FraudAuditHandler
 from workers.handlers.inventory import InventoryHandler
 from workers.handlers.loyalty import LoyaltyHandler
 from workers.handlers.recommendations import RecommendationsHandler
 from workers.handlers.warehouse import WarehouseHandler
-from workers.migrate import in_store_schema
-from workers.store import DownstreamStore
+from workers.process.app import Workers
+from workers.store.database import DownstreamStore
+from workers.store.migrate import in_store_schema
 
 pytestmark = pytest.mark.integration
 D = "notifier"

@@ -14,12 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
+from simulation.launch import simulated_worker_command
 from tests.support import topologies
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import free_port
 from tests.support.producer import postgres_database
-from workers.launch import worker_command, worker_env
+from workers.process.launch import worker_env
 
 pytestmark = pytest.mark.integration
 DROP = ["--bounding-set=-dac_override,-dac_read_search", "--"]
@@ -51,7 +52,7 @@ async def test_a_postgresql_worker_needs_no_writable_working_folder(
     port = free_port()
     async with postgres_database() as dsn:
         proc = subprocess.Popen(
-            ["setpriv", *DROP, *worker_command("inventory", metrics_port=port)],
+            ["setpriv", *DROP, *simulated_worker_command("inventory", metrics_port=port)],
             env=_env(vhost, topology_file(data), tmp_path, WORKERS_DSN=dsn),
             cwd=read_only_dir,
         )
@@ -80,7 +81,7 @@ def test_a_sqlite_worker_that_cannot_create_its_store_says_what_to_set(
     data = topologies.fast_data()
     vhost.apply(topologies.spec_of(data))
     done = subprocess.run(
-        ["setpriv", *DROP, *worker_command("inventory")],
+        ["setpriv", *DROP, *simulated_worker_command("inventory")],
         env=_env(vhost, topology_file(data), tmp_path),
         cwd=read_only_dir,
         capture_output=True,

@@ -23,7 +23,7 @@ from tests.support.workers import by_order, inbox_counts, inventory_store, runni
 from topology import names
 from topology.spec import TopologySpec
 from workers.handlers.inventory import InventoryHandler
-from workers.store import DownstreamStore
+from workers.store.database import DownstreamStore
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,7 @@ import aio_pika
 import pytest
 from sqlalchemy import select
 
+from broker.objects import BindingDef
 from events import AnyEvent, encode
 from tests.support.amqp import publish_confirmed, publish_events, take_all
 from tests.support.factories import order_events
@@ -18,9 +19,8 @@ from tests.support.polling import eventually
 from tests.support.producer import postgres_database
 from tests.support.workers import by_order, counts_are, metric, running_workers
 from topology import names
-from topology.model import BindingDef
 from topology.spec import TopologySpec
-from workers.errors import TransientError
+from workers.api import TransientError
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.amqp import first_answering
+from broker.connect import first_answering
 
 
 async def test_a_node_that_does_not_answer_is_passed_over() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pamqp import commands, frame
 from pamqp.header import ContentHeader
 
-from common import frames as f
+from broker import frames as f
 
 short = st.text(min_size=0, max_size=40)
 int64 = st.integers(-(2**63), 2**63 - 1)

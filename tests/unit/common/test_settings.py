@@ -15,7 +15,7 @@ from common.settings import (
     with_vhost,
     without_credentials,
 )
-from workers.settings import WorkerSettings
+from workers.process.settings import WorkerSettings
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path, Path]:

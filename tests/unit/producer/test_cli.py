@@ -13,9 +13,9 @@ from producer.cli import build_parser as producer_parser
     "argv",
     [
         ["relay", "--metrics-port", "9101"],
-        ["--metrics-port", "9101", "relay"],
+        ["--db", "sqlite+aiosqlite:///x.db", "relay", "--window", "64"],
         ["relay", "--db", "sqlite+aiosqlite:///x.db", "--window", "64", "--file", "f.yaml"],
-        ["simulate", "--orders", "10", "--metrics-port", "9101"],
+        ["--file", "f.yaml", "migrate", "--db", "sqlite+aiosqlite:///x.db", "--status"],
     ],
 )
 def test_the_producer_takes_its_common_options_before_or_after_the_command(
@@ -29,6 +29,6 @@ def test_the_producer_takes_its_common_options_before_or_after_the_command(
 
 
 def test_an_option_after_the_command_wins_over_one_before() -> None:
-    args = producer_parser().parse_args(["--window", "8", "relay", "--window", "16"])
-    assert args.window == 16
-    assert producer_parser().parse_args(["--window", "8", "relay"]).window == 8
+    args = producer_parser().parse_args(["--db", "a", "relay", "--db", "b"])
+    assert args.db == "b"
+    assert producer_parser().parse_args(["--db", "a", "relay"]).db == "a"

@@ -16,7 +16,7 @@ from jsonschema import Draft7Validator, Draft202012Validator
 
 from events import encode
 from events.models import EventType
-from producer.planned import plan_order
+from simulation.planned import plan_order
 from tests.support.factories import order_events
 from topology.contract import asyncapi, file_schema, message_name
 from topology.spec import DEFAULT_TOPOLOGY_FILE, load_spec

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
+from broker.objects import BindingDef, ExchangeDef, QueueDef
 from tests.support import topologies
 from topology.compile import compile_topology
-from topology.model import BindingDef, ExchangeDef, QueueDef
 from topology.plan import Action, Reshard, make_plan
 
 

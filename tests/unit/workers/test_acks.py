@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workers.acks import Acker
+from workers.session.acks import Acker
 
 LIMIT = 8
 

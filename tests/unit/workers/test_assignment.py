@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workers.assignment import Member, moves, settled, share
+from workers.ownership.assignment import Member, moves, settled, share
 
 TTL, SETTLE = 3.0, 2.0
 

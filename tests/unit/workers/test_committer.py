@@ -11,9 +11,9 @@ import pytest
 
 from tests.support.factories import order_events
 from topology.spec import DownstreamSpec
-from workers.committer import AlreadyApplied, Committer
+from workers.applying.committer import AlreadyApplied, Committer
 from workers.handlers.inventory import InventoryHandler
-from workers.store import DownstreamStore, Progress
+from workers.store.database import DownstreamStore, Progress
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ import pytest
 from aiormq.exceptions import DeliveryError, PublishError
 from prometheus_client import CollectorRegistry
 
-from workers import divert as divert_module
-from workers.divert import Divert
 from workers.metrics import DownstreamMetrics, WorkerMetrics
+from workers.session import divert as divert_module
+from workers.session.divert import Divert
 
 
 class Exchange:

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 
 from topology.spec import DownstreamSpec
-from workers.errors import HandlerTimeout, TransientError
-from workers.policy import Retry, on_failure
-from workers.watchdog import Watchdog
+from workers.api import HandlerTimeout, TransientError
+from workers.applying.policy import Retry, on_failure
+from workers.applying.watchdog import Watchdog
 
 
 async def test_a_hung_call_fails_as_a_retryable_handler_timeout() -> None:

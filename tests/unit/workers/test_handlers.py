@@ -14,13 +14,12 @@ from events import (
     OrderPaidEvent,
     PaymentMethod,
 )
+from simulation.handlers import Simulated
 from topology.spec import DEFAULT_TOPOLOGY_FILE, DownstreamSpec, load_spec
-from workers.errors import NonRetryableError, TransientError
-from workers.handlers import Handler, HandlerNotFound, handler_class
+from workers.api import Handler, HandlerNotFound, NonRetryableError, TransientError, handler_class
 from workers.handlers.fraud_audit import FraudAuditHandler, flag_of
 from workers.handlers.inventory import InventoryHandler
 from workers.handlers.warehouse import WarehouseHandler
-from workers.simulated import Simulated
 
 
 def _created(sku: str, price: str = "10.00") -> OrderCreatedEvent:

@@ -22,15 +22,15 @@ from common.migrations import current, heads
 from tests.support import topologies
 from tests.support.migrations import drift, forget_notifiers, notifier
 from topology.spec import DownstreamSpec
-from workers.cli import main
-from workers.handlers import Handler, handler_class
+from workers.api import Handler, handler_class
 from workers.handlers.fraud_audit import FraudAuditHandler
 from workers.handlers.inventory import InventoryHandler
 from workers.handlers.loyalty import LoyaltyHandler
 from workers.handlers.recommendations import RecommendationsHandler
 from workers.handlers.warehouse import WarehouseHandler
-from workers.migrate import StoreSchemaError, revision_folders
-from workers.store import DownstreamStore, make_sync_engine
+from workers.process.cli import main
+from workers.store.database import DownstreamStore, make_sync_engine
+from workers.store.migrate import StoreSchemaError, revision_folders
 
 D = "notifier"
 SHIPPED = [

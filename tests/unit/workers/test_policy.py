@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from events.simulation import behaviour_of, flaky_sku, poison_sku
+from events.headers import DeadReason
+from simulation.skus import behaviour_of, flaky_sku, poison_sku
 from topology.spec import RetrySpec
-from workers.errors import NonRetryableError
-from workers.policy import DeadLetter, DeadReason, Retry, gap_detail, on_failure, on_gap
+from workers.api import NonRetryableError
+from workers.applying.policy import DeadLetter, Retry, gap_detail, on_failure, on_gap
 
 RETRY = RetrySpec.model_validate(
     {

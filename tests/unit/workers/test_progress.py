@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from workers.progress import ProgressCache
-from workers.store import Progress
+from workers.applying.progress import ProgressCache
+from workers.store.database import Progress
 
 
 class SlowStore:

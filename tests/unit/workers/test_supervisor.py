@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workers import supervisor as module
-from workers.supervisor import Supervisor
+from workers.process import supervisor as module
+from workers.process.supervisor import Supervisor
 
 
 async def test_a_child_that_keeps_failing_is_restarted_then_given_up(

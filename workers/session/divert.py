@@ -1,0 +1,94 @@
+"""A session's confirmed republish of deliveries to their retry tier or to the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange
+from aiormq.exceptions import DeliveryError, PublishError
+
+from broker.received import Received
+from common.backoff import backoff_delay
+from events import headers as h
+from events.codec import republished
+from topology import names
+from workers.applying.policy import DeadLetter, Retry
+from workers.metrics import DownstreamMetrics
+
+log = structlog.get_logger("workers")
+# How long a nacked republish is tried again in place before its delivery is handed back.
+# A nack means a queue could not take the copy (on a cluster: a quorum queue or the stream
+# between leaders, or without a majority). Handing the delivery back at once would bring it
+# straight back, and each return counts toward the shard's delivery limit: a node loss then
+# dead-lettered healthy events as `delivery-limit` within seconds.
+NACKED_RETRY_SECONDS = 60.0
+
+
+class Divert:
+    """Publishes a delivery's copy to a retry tier or the DLQ; returns once it is confirmed."""
+
+    def __init__(
+        self, retry: AbstractExchange, dead: AbstractExchange, metrics: DownstreamMetrics
+    ) -> None:
+        self.retry = retry
+        self.dead = dead
+        self.metrics = metrics
+
+    @classmethod
+    async def open(
+        cls, channel: AbstractChannel, downstream: str, metrics: DownstreamMetrics
+    ) -> Divert:
+        """On a channel with publisher confirms (and returns raising)."""
+        retry = await channel.get_exchange(names.retry_exchange(downstream), ensure=False)
+        dead = await channel.get_exchange(names.dead_exchange(downstream), ensure=False)
+        return cls(retry, dead, metrics)
+
+    async def move(
+        self, message: Received, decision: Retry | DeadLetter, context: dict[str, Any]
+    ) -> None:
+        """Republish, confirmed: raises when the broker nacks or cannot route the copy."""
+        out = republished(message, decision.headers)
+        context = {**context, "attempts": decision.headers.get(h.ATTEMPTS)}
+        if isinstance(decision, Retry):
+            await self._confirmed(self.retry, out, decision.tier, context)
+            self.metrics.retried[decision.tier].inc()
+            deferrals = decision.headers.get(h.DEFERRALS)
+            log.info("worker.retry", tier=decision.tier, deferrals=deferrals, **context)
+            return
+        await self._confirmed(self.dead, out, "", context)
+        self.metrics.dead[decision.reason].inc()
+        log.warning(
+            "worker.dead_lettered",
+            reason=decision.reason.value,
+            error=decision.headers.get(h.ERROR_MESSAGE),
+            **context,
+        )
+
+    async def _confirmed(
+        self,
+        exchange: AbstractExchange,
+        message: aio_pika.Message,
+        routing_key: str,
+        context: dict[str, Any],
+    ) -> None:
+        """Publish until confirmed: a nack is tried again with backoff for a while; a return
+        (unroutable) or a closed channel raises at once."""
+        deadline = time.monotonic() + NACKED_RETRY_SECONDS
+        attempt = 0
+        while True:
+            try:
+                await exchange.publish(message, routing_key=routing_key)
+                return
+            except PublishError:
+                raise
+            except DeliveryError:
+                attempt += 1
+                if time.monotonic() > deadline:
+                    raise
+                self.metrics.republish_nacked.inc()
+                log.warning("worker.republish_nacked", attempt=attempt, **context)
+                await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=5.0))
