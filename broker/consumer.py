@@ -5,17 +5,23 @@ per delivery: for a consumer that does little per message, most of its CPU. Here
 socket delivers are parsed in `data_received` and each complete delivery is handed to the
 consumer's callback synchronously; acks and nacks are written at once. Publishing is not done
 here (the workers publish on an aio-pika connection beside this one).
+
+It speaks the consumer's part of the protocol and treats the rest as the protocol says: channel
+numbers are reused within the negotiated `channel_max`; each reply must be one its request
+allows; `connection.blocked`/`unblocked` are tracked (the broker blocks a connection that
+publishes during a resource alarm: this one only acks, but its owner is told); a new secret
+(an expiring token) is sent with `update_secret`; a broker silent for two heartbeat intervals
+ends the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
 from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
@@ -25,178 +31,25 @@ from pamqp.common import FieldTable
 from pamqp.header import ProtocolHeader
 
 from broker import frames as f
+from broker.channel import AMQPClosed, ConsumerChannel, OnCancel, OnDelivery, Rpc, UnexpectedFrame
 from broker.connect import CONNECT_TIMEOUT, connection_name, first_answering
-from broker.received import Received
 from common.settings import vhost_of
 
 log = structlog.get_logger("broker.consumer")
-OnDelivery = Callable[[Received], None]
-OnCancel = Callable[[str], None]
 _FRAME_MAX = 131_072
+_CHANNEL_MAX = 65_535  # what channel_max 0 ("no limit") means on the wire
 _CLOSE_TIMEOUT = 5.0
 _CAPABILITIES = {
     "consumer_cancel_notify": True,  # the broker tells us when a queue we consume goes away
     "authentication_failure_close": True,  # refused credentials end as a readable close
     "basic.nack": True,
+    "connection.blocked": True,  # the broker says when a resource alarm blocks publishers
 }
+__all__ = ["AMQPClosed", "ConsumerChannel", "ConsumerConnection", "OnCancel", "OnDelivery"]
 
 
-class AMQPClosed(ConnectionError):
-    """The broker (or a failure) closed the connection or a channel."""
-
-    def __init__(self, what: str, code: int | None = 0, text: str | None = "") -> None:
-        self.code = code or 0
-        self.text = text or ""
-        super().__init__(f"{what} closed: {code} {text}".rstrip())
-
-
-class ConsumerChannel:
-    """One channel: prefetch, consumers with a synchronous callback, acks and nacks."""
-
-    def __init__(self, connection: ConsumerConnection, number: int) -> None:
-        self.connection = connection
-        self.number = number
-        self.consumers: dict[str, OnDelivery] = {}
-        self.on_cancel: dict[str, OnCancel] = {}
-        self.closed: asyncio.Future[Exception | None] = connection.loop.create_future()
-        self._rpc: asyncio.Future[Frame] | None = None
-        self._lock = asyncio.Lock()
-        self._delivery: tuple[str, int, bool, str, str] | None = None
-        self._properties: f.Properties | None = None
-        self._left = 0
-        self._chunks: list[bytes] = []
-
-    @property
-    def is_open(self) -> bool:
-        """Whether frames can still be sent on it."""
-        return not self.closed.done()
-
-    async def qos(self, prefetch_count: int) -> None:
-        """Unacked deliveries per consumer this channel may hold."""
-        await self._call(commands.Basic.Qos(prefetch_count=prefetch_count))
-
-    async def consume(
-        self,
-        queue: str,
-        callback: OnDelivery,
-        on_cancel: OnCancel | None = None,
-        arguments: dict[str, Any] | None = None,
-    ) -> str:
-        """Start a consumer (manual acks); returns its tag. Deliveries reach `callback`."""
-        tag = f"ctag-{os.getpid()}-{self.number}-{len(self.consumers) + 1}-{queue}"[:255]
-        self.consumers[tag] = callback
-        if on_cancel is not None:
-            self.on_cancel[tag] = on_cancel
-        ok = await self._call(
-            commands.Basic.Consume(queue=queue, consumer_tag=tag, arguments=arguments or {})
-        )
-        assert isinstance(ok, commands.Basic.ConsumeOk)
-        return tag
-
-    async def cancel(self, tag: str) -> None:
-        """Stop a consumer; deliveries already sent still reach its callback until then."""
-        await self._call(commands.Basic.Cancel(consumer_tag=tag))
-        self.consumers.pop(tag, None)
-        self.on_cancel.pop(tag, None)
-
-    def ack(self, tag: int, multiple: bool = False) -> None:
-        """Acknowledge a delivery (and all before it with multiple)."""
-        self._send(f.ack(self.number, tag, multiple))
-
-    def nack(self, tag: int, requeue: bool = True) -> None:
-        """Hand one delivery back to its queue (or drop it with requeue False)."""
-        self._send(f.nack(self.number, tag, False, requeue))
-
-    async def close(self) -> None:
-        """Close the channel; the broker requeues what it holds unacked."""
-        if self.is_open:
-            with contextlib.suppress(AMQPClosed, TimeoutError):
-                await asyncio.wait_for(
-                    self._call(
-                        commands.Channel.Close(
-                            reply_code=200, reply_text="bye", class_id=0, method_id=0
-                        )
-                    ),
-                    _CLOSE_TIMEOUT,
-                )
-        self._closed(None)
-
-    def _send(self, data: bytes) -> None:
-        if not self.is_open:
-            raise AMQPClosed(f"channel {self.number}")
-        self.connection.write(data)
-
-    async def _call(self, method: Frame) -> Frame:
-        """Send a synchronous method and wait for its reply (one at a time per channel)."""
-        async with self._lock:
-            if not self.is_open:
-                raise AMQPClosed(f"channel {self.number}")
-            self._rpc = self.connection.loop.create_future()
-            self.connection.write(frame.marshal(method, self.number))
-            try:
-                return await self._rpc
-            finally:
-                self._rpc = None
-
-    # --- frames from the connection ------------------------------------------------
-
-    def on_method(self, method: Frame) -> None:
-        """A method frame other than basic.deliver."""
-        if isinstance(method, commands.Channel.Close):
-            self.connection.write(frame.marshal(commands.Channel.CloseOk(), self.number))
-            self._closed(AMQPClosed(f"channel {self.number}", method.reply_code, method.reply_text))
-        elif isinstance(method, commands.Basic.Cancel):  # the broker cancelled a consumer
-            tag = str(method.consumer_tag or "")
-            self.consumers.pop(tag, None)
-            on_cancel = self.on_cancel.pop(tag, None)
-            if not method.nowait:
-                self.connection.write(frame.marshal(commands.Basic.CancelOk(tag), self.number))
-            if on_cancel is not None:
-                on_cancel(tag)
-        elif isinstance(method, commands.Channel.Flow):
-            flow_ok = commands.Channel.FlowOk(method.active)
-            self.connection.write(frame.marshal(flow_ok, self.number))
-        elif self._rpc is not None and not self._rpc.done():
-            self._rpc.set_result(method)
-            if isinstance(method, commands.Channel.CloseOk):
-                self._closed(None)
-
-    def on_deliver(self, delivery: tuple[str, int, bool, str, str]) -> None:
-        """basic.deliver: a content header and body frames follow."""
-        self._delivery = delivery
-
-    def on_header(self, body_size: int, properties: f.Properties) -> None:
-        """The delivery's properties."""
-        self._properties, self._left, self._chunks = properties, body_size, []
-        if body_size == 0:
-            self._complete(b"")
-
-    def on_body(self, chunk: bytes) -> None:
-        """A part of the delivery's body."""
-        self._left -= len(chunk)
-        if self._left > 0:
-            self._chunks.append(chunk)
-        else:
-            self._chunks.append(chunk)
-            self._complete(chunk if len(self._chunks) == 1 else b"".join(self._chunks))
-
-    def _complete(self, body: bytes) -> None:
-        delivery, properties = self._delivery, self._properties
-        self._delivery, self._properties, self._chunks = None, None, []
-        if delivery is None or properties is None:
-            raise f.FrameError("content without a basic.deliver")
-        consumer_tag, tag, redelivered, _, routing_key = delivery
-        callback = self.consumers.get(consumer_tag)
-        if callback is None:  # cancelled meanwhile: it goes back when the channel closes
-            return
-        callback(Received.of(body, properties, tag, redelivered, routing_key))
-
-    def _closed(self, error: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(error)
-        if self._rpc is not None and not self._rpc.done():
-            self._rpc.set_exception(error or AMQPClosed(f"channel {self.number}"))
-        self.connection.channels.pop(self.number, None)
+class ChannelsExhausted(ConnectionError):
+    """Every channel number the broker allows is in use."""
 
 
 class ConsumerConnection(asyncio.Protocol):
@@ -210,10 +63,14 @@ class ConsumerConnection(asyncio.Protocol):
         self.opened: asyncio.Future[None] = self.loop.create_future()
         self.closed: asyncio.Future[Exception | None] = self.loop.create_future()
         self.frame_max = _FRAME_MAX
+        self.channel_max = _CHANNEL_MAX
+        self.blocked: str | None = None  # the broker's reason while it blocks this connection
+        self.on_blocked: list[Callable[[str | None], None]] = []  # told of each change
+        self._retired: set[int] = set()  # closed without the broker's confirmation
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._out: list[bytes] = []
-        self._next_channel = 1
+        self._rpc: Rpc | None = None  # a connection-level request (update-secret)
         self._last_rx = self.loop.time()
         self._beat: asyncio.TimerHandle | None = None
 
@@ -225,11 +82,39 @@ class ConsumerConnection(asyncio.Protocol):
         return not self.closed.done()
 
     async def channel(self) -> ConsumerChannel:
-        """Open a new channel."""
-        number, self._next_channel = self._next_channel, self._next_channel + 1
+        """Open a new channel, on the lowest channel number free."""
+        if not self.is_open:
+            raise AMQPClosed("connection")
+        taken = self.channels.keys() | self._retired
+        number = next((n for n in range(1, self.channel_max + 1) if n not in taken), None)
+        if number is None:
+            raise ChannelsExhausted(
+                f"all {self.channel_max} channels the broker allows are in use on {self.name}"
+            )
         channel = self.channels[number] = ConsumerChannel(self, number)
-        await channel._call(commands.Channel.Open())
+        await channel.open()
         return channel
+
+    def release(self, channel: ConsumerChannel, reusable: bool) -> None:
+        """A channel has closed: its number is free again, unless its close went unconfirmed."""
+        if self.channels.get(channel.number) is channel:
+            del self.channels[channel.number]
+            if not reusable:
+                self._retired.add(channel.number)
+
+    async def update_secret(self, secret: str, reason: str = "refresh") -> None:
+        """Give the broker a new secret for this connection (an OAuth 2 token about to expire);
+        returns once the broker accepted it (a refusal closes the connection)."""
+        if self._rpc is not None:
+            raise RuntimeError("an update-secret is already waiting for its reply")
+        request = commands.Connection.UpdateSecret(secret, reason)
+        rpc = self._rpc = Rpc(request, self.loop.create_future())
+        self.write(frame.marshal(request, 0))
+        try:
+            await rpc.future
+        finally:
+            self._rpc = None
+        self.password = secret
 
     async def close(self) -> None:
         """Close the connection (the broker requeues every unacked delivery)."""
@@ -296,6 +181,11 @@ class ConsumerConnection(asyncio.Protocol):
                 at = end + 1
         except Exception as exc:
             log.error("consumer.protocol_error", connection=self.name, error=repr(exc))
+            if isinstance(exc, UnexpectedFrame) and self.is_open and self._transport is not None:
+                # Say why before going: the broker logs it against this connection.
+                with contextlib.suppress(Exception):
+                    close = commands.Connection.Close(505, f"UNEXPECTED_FRAME - {exc}"[:255], 0, 0)
+                    self._transport.write(frame.marshal(close, 0))
             self._fail(exc)
             if self._transport is not None:
                 self._transport.abort()
@@ -307,13 +197,15 @@ class ConsumerConnection(asyncio.Protocol):
 
     def _on_method(self, number: int, data: bytes) -> None:
         _, _, method = frame.unmarshal(data)
+        if not isinstance(method, Frame):
+            raise f.FrameError(f"not a method frame on channel {number}")
         if number:
             channel = self.channels.get(number)
-            if channel is not None and isinstance(method, Frame):
+            if channel is not None:
                 channel.on_method(method)
             return
         if isinstance(method, commands.Connection.Start):
-            self.write(frame.marshal(self._start_ok(), 0))
+            self._start(method)
         elif isinstance(method, commands.Connection.Tune):
             self._tune(method)
         elif isinstance(method, commands.Connection.OpenOk):
@@ -326,25 +218,48 @@ class ConsumerConnection(asyncio.Protocol):
             self._fail(AMQPClosed("connection", 200, "closed by the client"))
             if self._transport is not None:
                 self._transport.close()
+        elif isinstance(method, commands.Connection.Blocked | commands.Connection.Unblocked):
+            self._set_blocked(
+                (method.reason or "blocked")
+                if isinstance(method, commands.Connection.Blocked)
+                else None
+            )
+        elif self._rpc is not None and not self._rpc.future.done():
+            self._rpc.answer(method)
+        else:
+            raise UnexpectedFrame(f"{method.name} on the connection with no request")
 
-    def _start_ok(self) -> commands.Connection.StartOk:
+    def _start(self, start: commands.Connection.Start) -> None:
+        if "PLAIN" not in str(start.mechanisms).split():
+            raise f.FrameError(f"the broker offers no PLAIN login (only {start.mechanisms})")
         properties: FieldTable = {
             "product": "order-event-bus",
             "connection_name": self.name,
             "capabilities": cast(FieldTable, _CAPABILITIES),
         }
         response = f"\0{self.user}\0{self.password}"
-        return commands.Connection.StartOk(properties, "PLAIN", response, "en_US")
+        start_ok = commands.Connection.StartOk(properties, "PLAIN", response, "en_US")
+        self.write(frame.marshal(start_ok, 0))
 
     def _tune(self, tune: commands.Connection.Tune) -> None:
         self.frame_max = min(tune.frame_max or _FRAME_MAX, _FRAME_MAX)
+        self.channel_max = tune.channel_max or _CHANNEL_MAX
         offered = tune.heartbeat
         self.heartbeat = min(offered, self.heartbeat) if offered and self.heartbeat else 0
-        tune_ok = commands.Connection.TuneOk(tune.channel_max, self.frame_max, self.heartbeat)
+        tune_ok = commands.Connection.TuneOk(self.channel_max, self.frame_max, self.heartbeat)
         self.write(frame.marshal(tune_ok, 0))
         self.write(frame.marshal(commands.Connection.Open(virtual_host=self.vhost), 0))
         if self.heartbeat:
             self._beat = self.loop.call_later(self.heartbeat / 2, self._heartbeat)
+
+    def _set_blocked(self, reason: str | None) -> None:
+        self.blocked = reason
+        if reason is None:
+            log.info("consumer.unblocked", connection=self.name)
+        else:
+            log.warning("consumer.blocked", connection=self.name, reason=reason)
+        for tell in list(self.on_blocked):
+            tell(reason)
 
     def _heartbeat(self) -> None:
         """Send one, and give up on a broker that sent nothing for two intervals."""
@@ -365,8 +280,10 @@ class ConsumerConnection(asyncio.Protocol):
             self.opened.set_exception(error)
         if not self.closed.done():
             self.closed.set_result(error)
+        if self._rpc is not None and not self._rpc.future.done():
+            self._rpc.future.set_exception(error)
         for channel in list(self.channels.values()):
-            channel._closed(error)
+            channel._closed(error, reusable=True)
 
 
 def _ssl_context(query: dict[str, str]) -> ssl.SSLContext:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 
-from aiormq.abc import DeliveredMessage
-
 if TYPE_CHECKING:
     from broker.frames import Properties
 
@@ -14,9 +12,8 @@ if TYPE_CHECKING:
 class Received:
     """A delivered message's fields: what consumers read, and what a republished copy keeps.
 
-    Made from the frames of the workers' own consumer (`broker.consumer`) or of aiormq's
-    (`of_frame`); never an aio-pika message object, which costs a second object and a task
-    per delivery.
+    Made from the frames of the project's own consumer (`broker.consumer`); never an aio-pika
+    message object, which costs a second object and a task per delivery.
     """
 
     __slots__ = (
@@ -77,22 +74,4 @@ class Received:
             delivery_tag,
             redelivered,
             routing_key,
-        )
-
-    @classmethod
-    def of_frame(cls, raw: DeliveredMessage) -> Self:
-        """From a message aiormq delivered."""
-        props = raw.header.properties
-        delivery = raw.delivery
-        return cls(
-            raw.body,
-            props.headers,
-            props.message_id,
-            props.message_type,
-            props.content_type,
-            props.timestamp,
-            props.app_id,
-            getattr(delivery, "delivery_tag", 0) or 0,
-            bool(getattr(delivery, "redelivered", False)),
-            raw.routing_key,
         )

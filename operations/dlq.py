@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-import aiormq.abc
-from aiormq.abc import DeliveredMessage
 
+from broker.channel import ConsumerChannel
 from broker.connect import connect
+from broker.consumer import ConsumerConnection, open_consumer
 from broker.queues import queue_counts
 from broker.received import Received
 from events import headers as h
@@ -38,6 +38,24 @@ class DeadMessage(Received):
     __slots__ = ("page", "position")
     page: int  # which page's channel holds it
     position: int  # where it stood in the queue when read
+
+    @classmethod
+    def read(cls, m: Received, page: int, position: int) -> DeadMessage:
+        """A delivered message as the page and the place it was read at."""
+        dead = cls(
+            m.body,
+            m.headers,
+            m.message_id,
+            m.type,
+            m.content_type,
+            m.timestamp,
+            m.app_id,
+            m.delivery_tag,
+            m.redelivered,
+            m.routing_key,
+        )
+        dead.page, dead.position = page, position
+        return dead
 
     @property
     def tag(self) -> int:
@@ -127,7 +145,7 @@ class DeadLetters:
         self.others = 0  # other consumers on the queue then, each holding what it read
         self._page, self._enough = page, enough
         self._idle = IDLE if idle is None else idle
-        self._pages: list[aiormq.abc.AbstractChannel] = []
+        self._pages: list[ConsumerChannel] = []
         self._held: list[list[int]] = []  # each page's read tags not acked, ascending
         self._acked = 0
 
@@ -154,6 +172,9 @@ class DeadLetters:
         )
 
     async def __aenter__(self) -> DeadLetters:
+        # Reading goes through the workers' own consumer (the project's one consuming path);
+        # publishing a redrive, with confirms and returns, through aio-pika.
+        self._consumer: ConsumerConnection = await open_consumer(self.amqp_url, "operator:dlq")
         self._connection = await connect(self.amqp_url, "operator:dlq")
         # A redrive the hash exchange cannot route raises; its DLQ copy stays.
         self._channel = await self._connection.channel(
@@ -173,6 +194,7 @@ class DeadLetters:
                 await self._give_back()
         finally:
             await self._connection.close()
+            await self._consumer.close()
 
     async def _give_back(self) -> None:
         """Return what is held and wait (briefly) until the queue counts it as ready again.
@@ -184,7 +206,7 @@ class DeadLetters:
             # Acks went out: a reply on each page's channel shows the broker has read them,
             # and a moment lets the quorum queue's client send settlements it held back.
             for page in self._pages:
-                await page.basic_qos(prefetch_count=1)
+                await page.qos(1)
             await asyncio.sleep(SETTLE_GRACE)
         for page in self._pages:
             await page.close()  # its unacked messages go back, in their order
@@ -204,24 +226,23 @@ class DeadLetters:
         in the queue's consumer count. What it is sent once the read is over (after a
         redrive's acks) is held unread and handed back at the end.
         """
-        raw = await (await self._connection.channel()).get_underlay_channel()
-        await raw.basic_qos(prefetch_count=size)
+        channel = await self._consumer.channel()
+        await channel.qos(size)
         page, wanted = len(self._pages), len(self.messages) + size
         arrived = asyncio.Event()
 
-        async def take(frame: DeliveredMessage) -> None:
+        def take(received: Received) -> None:
             if len(self.messages) >= wanted:
                 return
-            m = DeadMessage.of_frame(frame)
-            m.page, m.position = page, len(self.messages)
+            m = DeadMessage.read(received, page, len(self.messages))
             self.messages.append(m)
             held.append(m.tag)
             arrived.set()
 
         held: list[int] = []
         self._held.append(held)
-        await raw.basic_consume(self.queue, take, no_ack=False)
-        self._pages.append(raw)
+        await channel.consume(self.queue, take)
+        self._pages.append(channel)
         while True:
             arrived.clear()
             if len(self.messages) >= wanted or (self._enough and self._enough(self.messages)):
@@ -253,10 +274,10 @@ class DeadLetters:
                     break
                 run = tag
             if run:
-                await channel.basic_ack(run, multiple=True)
+                channel.ack(run, multiple=True)
             for tag in sorted(tags):
                 if tag > run:
-                    await channel.basic_ack(tag)
+                    channel.ack(tag)
             self._held[page] = [t for t in held if t not in tags]
             self._acked += len(tags)
 

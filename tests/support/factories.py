@@ -8,6 +8,7 @@ from typing import Any
 
 import aio_pika
 
+from broker.received import Received
 from events import AnyEvent, LineItem, PaymentMethod
 from simulation.planned import PlannedOrder
 
@@ -48,3 +49,22 @@ def raw_of(message: aio_pika.Message, **changes: Any) -> Raw:
     for k, v in changes.items():
         setattr(raw, k, v)
     return raw
+
+
+def received_of(
+    message: aio_pika.Message, tag: int = 1, redelivered: bool = False, **headers: Any
+) -> Received:
+    """An encoded message as the workers' consumer hands it over (delivery tag `tag`), with
+    `headers` added."""
+    return Received(
+        message.body,
+        {**(message.headers or {}), **headers},
+        message.message_id,
+        message.type,
+        message.content_type,
+        message.timestamp,
+        message.app_id,
+        tag,
+        redelivered,
+        message.type,
+    )
