@@ -14,7 +14,7 @@ from events import AnyEvent, MalformedEvent
 from events import headers as h
 from events.evolution import UnsupportedVersion
 from events.headers import DeadReason
-from topology.spec import RetrySpec
+from topology.spec import DownstreamSpec, RetrySpec
 from workers.api import Handler
 from workers.applying.committer import AlreadyApplied, Committer
 from workers.applying.policy import (
@@ -29,7 +29,7 @@ from workers.applying.policy import (
 from workers.applying.progress import ProgressCache
 from workers.applying.watchdog import Watchdog
 from workers.metrics import DownstreamMetrics
-from workers.store.database import Progress
+from workers.store.database import DownstreamStore, Progress
 
 log = structlog.get_logger("workers")
 
@@ -88,6 +88,27 @@ class OrderingGuard:
         self.watchdog = watchdog
         self.metrics = metrics
         self.debug = log.bind().is_enabled_for(logging.DEBUG)  # checked before building a line
+
+    @classmethod
+    def for_downstream(
+        cls,
+        name: str,
+        spec: DownstreamSpec,
+        store: DownstreamStore,
+        handler: Handler,
+        cache: ProgressCache,
+        metrics: DownstreamMetrics,
+    ) -> OrderingGuard:
+        """The guard of a downstream as its file sets it: retries, batches, handler timeout."""
+        return cls(
+            name,
+            spec.retry,
+            cache=cache,
+            committer=Committer.for_downstream(store, handler, spec),
+            handler=handler,
+            watchdog=Watchdog(spec.handler_timeout / 1000),
+            metrics=metrics,
+        )
 
     async def close(self) -> None:
         """Stop the commit loop."""

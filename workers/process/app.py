@@ -11,10 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from topology.spec import DownstreamSpec, TopologySpec
 from workers.api import Handler, handler_for
-from workers.applying.committer import Committer
 from workers.applying.guard import OrderingGuard
 from workers.applying.progress import ProgressCache
-from workers.applying.watchdog import Watchdog
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.process.settings import WorkerSettings
 from workers.session.worker import DownstreamWorker
@@ -90,15 +88,7 @@ def worker_of(
     """One downstream's worker, with its guard, progress cache and group commit."""
     bound = DownstreamMetrics(metrics, name, spec.retry.tiers)
     cache = ProgressCache(store)
-    guard = OrderingGuard(
-        name,
-        spec.retry,
-        cache=cache,
-        committer=Committer.for_downstream(store, handler, spec),
-        handler=handler,
-        watchdog=Watchdog(spec.handler_timeout / 1000),
-        metrics=bound,
-    )
+    guard = OrderingGuard.for_downstream(name, spec, store, handler, cache, bound)
     return DownstreamWorker(
         name, spec, amqp_url, store=store, handler=handler, guard=guard, cache=cache, metrics=bound
     )

@@ -24,11 +24,9 @@ from events.headers import DeadReason
 from tests.support.factories import order_events, received_of
 from topology.spec import DownstreamSpec
 from workers.api import Handler, NonRetryableError, TransientError
-from workers.applying.committer import Committer
 from workers.applying.guard import OrderingGuard
 from workers.applying.policy import DeadLetter, Retry
 from workers.applying.progress import ProgressCache
-from workers.applying.watchdog import Watchdog
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.store.database import DownstreamStore, Progress
 
@@ -126,15 +124,7 @@ async def guarded(tmp_path: Path) -> AsyncIterator[Guarded]:
     store = await DownstreamStore.open("d", handler.metadata, None, tmp_path)
     metrics = DownstreamMetrics(WorkerMetrics(CollectorRegistry()), "d", SPEC.retry.tiers)
     cache = ProgressCache(store)
-    guard = OrderingGuard(
-        "d",
-        SPEC.retry,
-        cache=cache,
-        committer=Committer.for_downstream(store, handler, SPEC),
-        handler=handler,
-        watchdog=Watchdog(SPEC.handler_timeout / 1000),
-        metrics=metrics,
-    )
+    guard = OrderingGuard.for_downstream("d", SPEC, store, handler, cache, metrics)
     try:
         yield Guarded(guard, store, handler, Moved(), metrics)
     finally:
