@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,39 @@ from rich.console import Console
 
 C = TypeVar("C")
 DISTRIBUTION = "order-event-bus"
-EXIT_OK, EXIT_ERROR, EXIT_PENDING = 0, 1, 2
+# One meaning per exit status, for every command of every program.
+EXIT_OK = 0  # done; all is well
+EXIT_ERROR = 1  # the command could not do what it was asked (broker, database, file, refusal)
+EXIT_USAGE = 2  # the command line is wrong (argparse's own status)
+EXIT_PENDING = 3  # `plan`: the broker differs from the file
+EXIT_UNDER_REPLICATED = 4  # `status --fail-under-replicated`: a queue lacks members
+EXIT_OVER_LAG = 5  # `status --fail-over-lag`: a downstream lags more than allowed
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
+EXIT_CODES = {
+    EXIT_OK: "done; all is well",
+    EXIT_ERROR: "the command failed (broker, database, file, or a refusal): one line on stderr",
+    EXIT_USAGE: "the command line is wrong",
+    EXIT_PENDING: "plan: the broker differs from the file",
+    EXIT_UNDER_REPLICATED: "status --fail-under-replicated: a queue has fewer members than asked",
+    EXIT_OVER_LAG: "status --fail-over-lag: a downstream lags more than allowed",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+EXIT_TABLE = "exit status:\n" + "\n".join(
+    f"  {code:<4} {what}" for code, what in EXIT_CODES.items()
+)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def duration(text: str) -> float:
+    """An argument type: a duration in seconds, written `250ms`, `30s`, `15m`, `2h`, `7d`, or
+    a plain number of seconds."""
+    found = _DURATION.match(text)
+    if not found:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: write 30s, 15m, 2h, 7d, 250ms or seconds"
+        )
+    return float(found.group(1)) * _SECONDS[found.group(2)]
 
 
 def package_version() -> str:
@@ -46,6 +78,7 @@ class Option:
         parser.add_argument(*self.flags, default=default, help=self.help, **self.kwargs)
 
 
+JSON = Option(("--json",), "print JSON on stdout instead of tables", {"action": "store_true"})
 FILE = Option(
     ("--file",),
     "topology file (default: $TOPOLOGY_FILE or the packaged orders.yaml)",
@@ -66,6 +99,7 @@ class Command(Generic[C]):
     run: Callable[[argparse.Namespace, C], int] | None = None
     arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
     subcommands: Sequence[Command[C]] = ()
+    json: bool = False  # it prints JSON with the program's --json
 
 
 class Parser(argparse.ArgumentParser):
@@ -109,7 +143,12 @@ def build_parser(
     """The program's parser: its commands (nested as deep as they go), `--version`, and the
     common options, accepted at every level. `default` names the command a command line
     without one runs."""
-    parser = Parser(prog=prog, description=description, epilog=epilog)
+    parser = Parser(
+        prog=prog,
+        description=description,
+        epilog="\n\n".join(filter(None, [epilog, EXIT_TABLE])),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.default_command = default
     parser.command_names = frozenset(c.name for c in commands)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
@@ -124,7 +163,13 @@ def _add_commands(
 ) -> None:
     sub = parser.add_subparsers(dest=f"command_{id(parser)}", required=True, metavar="COMMAND")
     for command in commands:
-        child = sub.add_parser(command.name, help=command.help, description=command.help)
+        child = sub.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=EXIT_TABLE,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         command.arguments(child)
         for option in options:
             # SUPPRESS: given here it wins; absent, the value given further up stays.
@@ -132,7 +177,7 @@ def _add_commands(
         if command.subcommands:
             _add_commands(child, command.subcommands, options)
         else:
-            child.set_defaults(run=command.run)
+            child.set_defaults(run=command.run, prints_json=command.json, usage=child.error)
 
 
 Failures = Mapping[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any], str]]
@@ -154,6 +199,8 @@ def main(
     Each failure in `failures` ends as the line its renderer makes, on stderr.
     """
     args = parser.parse_args(argv)
+    if getattr(args, "json", False) and not args.prints_json:
+        args.usage("--json: this command prints no JSON")
     err = Console(stderr=True)
     try:
         ctx = context(args, err)

@@ -16,6 +16,8 @@ from events.evolution import CURRENT_VERSION, UPCASTS, UnsupportedVersion, upcas
 from events.models import EVENT_ADAPTER, AnyEvent
 
 CONTENT_TYPE = "application/json"
+# What every envelope on the wire carries itself (event_type is the union's tag: required).
+_CARRIED = frozenset({"event_id", "occurred_at"})
 
 
 class MalformedReason(StrEnum):
@@ -133,6 +135,10 @@ def decode(message: MessageLike) -> AnyEvent:
                 ) from None
             raise MalformedEvent(MalformedReason.BAD_JSON, str(first["msg"])[:300]) from None
         event = _of_another_version(message, exc)
+    if not event.model_fields_set >= _CARRIED:
+        # The models give a new event an id and a time; a received one must carry its own.
+        missing = ", ".join(sorted(_CARRIED - event.model_fields_set))
+        raise MalformedEvent(MalformedReason.SCHEMA, f"{missing}: missing from the envelope")
     _check_envelope_matches(event, message)
     return event
 
@@ -170,7 +176,10 @@ def _of_another_version(message: MessageLike, exc: ValidationError) -> AnyEvent:
 
 def _schema_error(exc: ValidationError, prefix: str = "") -> MalformedEvent:
     errors = "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}" for e in exc.errors()[:5]
+        "event_type: missing from the envelope"
+        if e["type"] == "union_tag_not_found"
+        else f"{'.'.join(map(str, e['loc'])) or '<body>'}: {e['msg']}"
+        for e in exc.errors()[:5]
     )
     return MalformedEvent(MalformedReason.SCHEMA, prefix + errors)
 

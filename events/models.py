@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -31,14 +32,33 @@ class EventType(StrEnum):
 # The per-order version each event carries: the ordering guard compares against it.
 SEQ_OF: dict[EventType, int] = {EventType.CREATED: 1, EventType.PAID: 2, EventType.SHIPPED: 3}
 
-Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
+# Money is written as a decimal string ("24.98"): exact, and one type in every language. Readers
+# also take a JSON number.
+MONEY_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=14, decimal_places=2),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": MONEY_PATTERN,
+            "description": "An amount of money: a decimal string with at most 2 decimals.",
+        },
+        mode="serialization",
+    ),
+]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _Model(BaseModel):
     # Fields a reader does not know are ignored, as protobuf and Avro readers do: a producer
     # may add optional fields within a schema_version (the bus forwards the body unchanged).
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        # What a producer writes has every field: defaults are required in the contract.
+        json_schema_serialization_defaults_required=True,
+    )
 
 
 class LineItem(_Model):

@@ -8,12 +8,11 @@ import re
 
 from rich.table import Table
 
-from common.cli import EXIT_OK
+from common.cli import EXIT_OK, duration
 from operations.capacity import Capacity
 from operations.status import shard_owners
 from topology import names
 from topology.commands import Command, Context
-from topology.units import parse_duration_ms
 
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 _SCALE = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
@@ -27,18 +26,12 @@ def count(text: str) -> int:
     return int(float(m.group(1)) * _SCALE[m.group(2).lower()])
 
 
-def seconds(text: str) -> float:
-    """A duration: 30m, 1h, 2d."""
-    try:
-        return parse_duration_ms(text) / 1000
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("downstream")
     parser.add_argument("--backlog", type=count, required=True, help="events to catch up (100M)")
-    parser.add_argument("--within", type=seconds, default=3600.0, help="deadline (default 1h)")
+    parser.add_argument(
+        "--within", type=duration, default=3600.0, help="deadline, e.g. 45m, 2h (default: 1h)"
+    )
     parser.add_argument(
         "--per-process",
         type=float,
@@ -46,7 +39,6 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         metavar="EVENTS_PER_S",
         help="a process's rate, when nothing drains the downstream now to measure it",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -97,4 +89,5 @@ CAPACITY = Command(
     "processes and shards a backlog needs to clear in time (measured live)",
     run,
     _arguments,
+    json=True,
 )

@@ -13,6 +13,9 @@ from topology import cli, commands
 COMMANDS = [*cli.COMMANDS, STATUS, DLQ, REPLAY, CAPACITY]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+DESCRIPTION = "The order event bus's topology and its operator tools."
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m topology") -> int:
     """Run one command of `python -m topology`; return its exit status."""
-    return commands.main(argv, COMMANDS, "The order event bus's topology and its operator tools.")
+    return commands.main(argv, COMMANDS, DESCRIPTION, prog)

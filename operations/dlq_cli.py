@@ -20,40 +20,54 @@ from operations.dlq import DeadLetters, DeadMessage, Filter
 from topology.commands import Command, Context
 
 
-def _arguments(dlq: argparse.ArgumentParser) -> None:
-    verbs = dlq.add_subparsers(dest="verb", required=True)
-    listing = verbs.add_parser("list", help="a table of the DLQ (nothing is removed)")
-    show = verbs.add_parser("show", help="everything about one dead letter")
-    redrive = verbs.add_parser(
-        "redrive", help="move dead letters back, order by order in seq order"
+def _downstream(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("downstream", help="the downstream whose DLQ it reads")
+
+
+def _by_order(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--order-id", default=None, help="only this order's (default: every order)")
+
+
+def _by_reason(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reason",
+        choices=[r.value for r in DeadReason],
+        default=None,
+        help="only dead letters with this reason (default: any)",
     )
-    purge = verbs.add_parser("purge", help="delete dead letters for good")
-    for p in (listing, show, redrive, purge):
-        p.add_argument("downstream")
-    show.add_argument("event_id")
-    for p in (listing, redrive, purge):
-        p.add_argument("--order-id", default=None, help="only this order's (default: every order)")
-    for p in (listing, redrive):
-        p.add_argument(
-            "--reason",
-            choices=[r.value for r in DeadReason],
-            default=None,
-            help="only dead letters with this reason (default: any)",
-        )
-    listing.add_argument(
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    _downstream(parser)
+    _by_order(parser)
+    _by_reason(parser)
+    parser.add_argument(
         "--limit",
         type=_count,
         default=LIST_ROWS,
         help="show at most this many rows; 0 shows all (default: %(default)s)",
     )
-    redrive.add_argument(
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    _downstream(parser)
+    parser.add_argument("event_id", help="the dead letter's event_id (its message_id)")
+
+
+def _redrive_arguments(parser: argparse.ArgumentParser) -> None:
+    _downstream(parser)
+    _by_order(parser)
+    _by_reason(parser)
+    parser.add_argument(
         "--limit", type=_count, default=0, help="move at most this many; 0 moves all (default: 0)"
     )
-    listing.add_argument("--json", action="store_true", help="rows as JSON on stdout")
-    redrive.add_argument(
-        "--dry-run", action="store_true", help="show what would move; move nothing"
-    )
-    purge.add_argument("--yes", action="store_true", help="confirm the deletion")
+    parser.add_argument("--dry-run", action="store_true", help="show what would move; move nothing")
+
+
+def _purge_arguments(parser: argparse.ArgumentParser) -> None:
+    _downstream(parser)
+    _by_order(parser)
+    parser.add_argument("--yes", action="store_true", help="confirm the deletion")
 
 
 LIST_ROWS = 1_000
@@ -64,6 +78,14 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
+
+
+def _verb(verb: str) -> Callable[[argparse.Namespace, Context], int]:
+    def run_verb(args: argparse.Namespace, ctx: Context) -> int:
+        args.verb = verb
+        return run(args, ctx)
+
+    return run_verb
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -99,27 +121,52 @@ async def _run(args: argparse.Namespace, ctx: Context) -> int:
                 where = "the part read" if dead.shortfall else dead.queue
                 out.print(f"no dead letter with event_id {args.event_id} in {where}")
                 return EXIT_ERROR
-            _print_one(out, found[0])
+            if args.json:
+                print(json.dumps(_as_json(found[0])))
+            else:
+                _print_one(out, found[0])
             return EXIT_OK
         if args.verb == "purge":
             chosen = dead.select(Filter(args.order_id))
-            out.print(f"purged {await dead.drop(chosen)} message(s) from {dead.queue}")
+            purged = await dead.drop(chosen)
+            if args.json:
+                print(json.dumps({"purged": purged, "queue": dead.queue}))
+            else:
+                out.print(f"purged {purged} message(s) from {dead.queue}")
             return EXIT_OK
         chosen = dead.select(Filter(args.order_id, args.reason), args.limit or None)
         orders = sorted({m.order_id for m in chosen})
+        if args.dry_run and args.json:
+            print(json.dumps({"would_redrive": [m.row() for m in _in_order(chosen)]}))
+            return EXIT_OK
         if args.dry_run:
             what = f"{len(chosen)} message(s) of {len(orders)} order(s)"
             out.print(f"would redrive {what} to {args.downstream}:")
-            for m in sorted(chosen, key=lambda m: (m.order_id, m.seq)):
+            for m in _in_order(chosen):
                 out.print(f"  {m.order_id} seq {m.seq} {m.event_id} ({m.reason})", highlight=False)
             return 0
+        if args.json:
+            moved = await dead.redrive(chosen)
+            print(json.dumps({"redriven": len(moved), "orders": len(orders)}))
+            return EXIT_OK
         with Progress(
             TextColumn("redriving"), BarColumn(), MofNCompleteColumn(), console=out
         ) as bar:
             task = bar.add_task("", total=len(chosen))
             moved = await dead.redrive(chosen, on_moved=lambda _: bar.advance(task))
         out.print(f"redrove {len(moved)} message(s) of {len(orders)} order(s) to {args.downstream}")
-        return 0
+        return EXIT_OK
+
+
+def _in_order(chosen: list[DeadMessage]) -> list[DeadMessage]:
+    return sorted(chosen, key=lambda m: (m.order_id, m.seq))
+
+
+def _as_json(m: DeadMessage) -> dict[str, Any]:
+    headers = {
+        k: v if isinstance(v, int | float | bool | None) else str(v) for k, v in m.headers.items()
+    }
+    return {**m.row(), "headers": headers, "body": m.body.decode("utf-8", "replace")}
 
 
 def _finds(event_id: str) -> Callable[[list[DeadMessage]], bool]:
@@ -175,4 +222,29 @@ def _print_one(out: Console, m: DeadMessage) -> None:
     out.print("body:\n" + escape(m.body.decode("utf-8", "replace")), highlight=False)
 
 
-DLQ = Command("dlq", "list, show, redrive or purge a downstream's dead letters", run, _arguments)
+DLQ = Command(
+    "dlq",
+    "list, show, redrive or purge a downstream's dead letters",
+    subcommands=[
+        Command(
+            "list",
+            "a table of the DLQ (nothing is removed)",
+            _verb("list"),
+            _list_arguments,
+            json=True,
+        ),
+        Command(
+            "show", "everything about one dead letter", _verb("show"), _show_arguments, json=True
+        ),
+        Command(
+            "redrive",
+            "move dead letters back, order by order in seq order",
+            _verb("redrive"),
+            _redrive_arguments,
+            json=True,
+        ),
+        Command(
+            "purge", "delete dead letters for good", _verb("purge"), _purge_arguments, json=True
+        ),
+    ],
+)

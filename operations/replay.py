@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,19 +12,21 @@ from datetime import UTC, datetime, timedelta
 from aio_pika.abc import AbstractIncomingMessage
 
 from broker.connect import connect
+from common.cli import duration
 from events import headers as h
 from events.codec import republished
 from topology import names
-from topology.units import parse_duration_ms
 
 IDLE_SECONDS = 1.5  # no message for this long: the end of the stream was reached
 
 
 def parse_time(text: str, now: datetime | None = None) -> datetime:
-    """An ISO-8601 time, or a duration ago ('15m', '2h', '7d')."""
+    """An ISO-8601 time, or a duration ago ('15m', '2h', '7d', or seconds)."""
     now = now or datetime.now(UTC)
-    if re.fullmatch(r"\d+\s*(ms|s|m|h|d)", text.strip()):
-        return now - timedelta(milliseconds=parse_duration_ms(text.strip()))
+    try:
+        return now - timedelta(seconds=duration(text))
+    except argparse.ArgumentTypeError:
+        pass
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

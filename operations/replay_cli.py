@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from datetime import UTC, datetime
 
 from rich.progress import Progress, TextColumn
@@ -37,7 +38,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except ValueError as exc:
         return ctx.fail(str(exc))
     log = ctx.spec.log.name
-    with Progress(TextColumn("{task.description}"), console=ctx.out, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"), console=ctx.err, transient=True, disable=args.json
+    ) as bar:
         task = bar.add_task("replaying")
 
         def shown(s: ReplayStats) -> None:
@@ -55,6 +58,18 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 on_event=shown,
             )
         )
+    if args.json:
+        summary = {
+            "downstream": args.downstream,
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "read": stats.read,
+            "replayed": stats.replayed,
+            "skipped": stats.skipped,
+            "reapply": args.reapply,
+        }
+        print(json.dumps(summary))
+        return EXIT_OK
     ctx.out.print(
         f"replayed {stats.replayed} event(s) to {args.downstream} from {log} "
         f"since {since.isoformat()} until {until.isoformat()} "
@@ -65,4 +80,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK
 
 
-REPLAY = Command("replay", "re-feed one downstream from the orders.log stream", run, _arguments)
+REPLAY = Command(
+    "replay", "re-feed one downstream from the orders.log stream", run, _arguments, json=True
+)

@@ -12,25 +12,21 @@ from rich.table import Table
 from rich.text import Text
 
 from broker.management import ManagementClient
-from common.cli import EXIT_INTERRUPTED
+from common.cli import EXIT_INTERRUPTED, EXIT_OVER_LAG, EXIT_UNDER_REPLICATED, duration
 from common.loop import sleep_unless, stop_on_signals
 from operations.status import BusStatus, DownstreamStatus, ParkedCounts, gather
 from topology.commands import Command, Context
 from topology.spec import TopologySpec
 
-EXIT_OVER_LAG = 3
-EXIT_UNDER_REPLICATED = 4
-
 
 def _arguments(status: argparse.ArgumentParser) -> None:
-    status.add_argument("--watch", action="store_true", help="refresh every --interval seconds")
+    status.add_argument("--watch", action="store_true", help="refresh every --interval")
     status.add_argument(
         "--interval",
-        type=float,
+        type=duration,
         default=2.0,
-        help="seconds between refreshes with --watch (default: %(default)s)",
+        help="time between refreshes with --watch, e.g. 2s, 1m (default: 2s)",
     )
-    status.add_argument("--json", action="store_true", help="one JSON document on stdout")
     status.add_argument(
         "--fail-over-lag",
         type=int,
@@ -193,4 +189,6 @@ def _owners(owners: dict[str, str]) -> str:
     return "\n".join(f"{' '.join(shards)} → {owner}" for owner, shards in by_owner.items())
 
 
-STATUS = Command("status", "depth, rates, lag, retries and DLQ per downstream", run, _arguments)
+STATUS = Command(
+    "status", "depth, rates, lag, retries and DLQ per downstream", run, _arguments, json=True
+)

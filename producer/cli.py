@@ -90,14 +90,14 @@ FAILURES: cli.Failures = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m producer") -> argparse.ArgumentParser:
     """The command-line parser; the common options go before or after the command's name."""
-    return cli.build_parser("python -m producer", __doc__, COMMANDS, OPTIONS)
+    return cli.build_parser(prog, __doc__, COMMANDS, OPTIONS)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m producer") -> int:
     """Run one command; return the exit status."""
-    return cli.main(build_parser(), argv, service_context(ProducerSettings), FAILURES)
+    return cli.main(build_parser(prog), argv, service_context(ProducerSettings), FAILURES)
 
 
 async def _migrate(args: argparse.Namespace, ctx: Context) -> int:

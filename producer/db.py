@@ -1,4 +1,4 @@
-"""The order service's database: orders and the outbox, SQLite or PostgreSQL."""
+"""The outbox's tables in the order service's database (SQLite or PostgreSQL), and its engine."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    Numeric,
     String,
     Table,
     event,
@@ -27,18 +26,6 @@ from common.sqlite import sqlite_pragmas
 REVISIONS = Path(__file__).parent / "revisions"
 
 metadata = MetaData()
-
-orders = Table(
-    "orders",
-    metadata,
-    Column("order_id", String(64), primary_key=True),
-    Column("customer_id", String(200), nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("last_seq", Integer, nullable=False),
-    Column("total", Numeric(14, 2), nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("updated_at_ms", BigInteger, nullable=False),
-)
 
 # One row per event, in commit order of its order's transitions; the relay publishes by id.
 outbox = Table(
@@ -60,6 +47,18 @@ Index(
     outbox.c.id,
     sqlite_where=outbox.c.sent_at_ms.is_(None),
     postgresql_where=outbox.c.sent_at_ms.is_(None),
+)
+# One event of each seq per order: a second writer of a seq fails, whatever its event_id.
+Index("outbox_order_seq", outbox.c.order_id, outbox.c.seq, unique=True)
+
+# Where each order is: the seq of its last event written (the producer API moves it with one
+# conditional write, so concurrent transactions of one order take turns).
+outbox_orders = Table(
+    "outbox_orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("last_seq", Integer, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
 )
 
 

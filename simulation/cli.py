@@ -20,15 +20,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from common import cli
+from common.cli import duration
 from common.loop import run, sleep_unless
 from producer import cli as producer_cli
 from producer.cli import OPTIONS, build_relay, positive
 from producer.outbox import Outbox
 from producer.relay import Relay
 from producer.settings import ProducerSettings
-from producer.store import OrderStore
 from simulation.handlers import simulated
 from simulation.launch import SIMULATED_WORKERS
+from simulation.orders import OrderStore
 from simulation.traffic import DuplicateRun, TrafficStats, run_traffic
 from topology.service import ServiceContext, service_context
 from workers.process import cli as workers_cli
@@ -88,9 +89,9 @@ def _orders_arguments(sim: argparse.ArgumentParser) -> None:
     )
     sim.add_argument(
         "--drain-timeout",
-        type=positive(float),
+        type=duration,
         default=300.0,
-        help="seconds to wait for the relay to publish the outbox (default: %(default)s)",
+        help="how long to wait for the relay to publish the outbox, e.g. 5m (default: 300s)",
     )
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from events import IllegalTransition
-from producer.store import OrderStore
+from simulation.orders import OrderStore
 from simulation.planned import PlannedOrder, plan_order
 
 

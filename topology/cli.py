@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.status import Status
 
 from broker.management import ManagementClient
-from common.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING
+from common.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING, duration
 from topology import replicas, reshard
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.commands import Command, Context
@@ -41,10 +41,29 @@ def _plan(ctx: Context) -> Plan:
 
 
 def run_plan(args: argparse.Namespace, ctx: Context) -> int:
-    """Show what differs on the broker: exit 0 when it matches, 2 when changes are pending."""
+    """Show what differs on the broker: exit 0 when it matches, 3 when changes are pending."""
     plan = _plan(ctx)
-    render_plan(ctx.out, plan, str(ctx.path))
+    if args.json:
+        print(json.dumps(plan_json(plan, str(ctx.path))))
+    else:
+        render_plan(ctx.out, plan, str(ctx.path))
     return EXIT_PENDING if plan.pending else EXIT_OK
+
+
+def plan_json(plan: Plan, path: str) -> dict[str, object]:
+    """A plan as one JSON document, for CI pipelines."""
+    return {
+        "vhost": plan.vhost,
+        "file": path,
+        "pending": plan.pending,
+        "changes": [
+            {"action": c.action.value, "kind": c.kind, "name": c.name, "detail": c.detail}
+            for c in plan.changes
+        ],
+        "counts": {a.value: len(plan.of(a)) for a in Action},
+        "notes": plan.notes,
+        "needs_migration": bool(plan.migrations),
+    }
 
 
 def _guard_prune(args: argparse.Namespace, ctx: Context, plan: Plan) -> int | None:
@@ -147,10 +166,11 @@ def _apply_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--drain-timeout",
-        type=float,
+        type=duration,
         default=reshard.DRAIN_TIMEOUT,
-        metavar="SECONDS",
-        help="how long a shrinking downstream's shards may take to drain (default: %(default)s)",
+        metavar="DURATION",
+        help="how long a shrinking downstream's shards may take to drain, e.g. 10m "
+        "(default: %(default)s seconds)",
     )
 
 
@@ -168,7 +188,7 @@ def run_diagram(args: argparse.Namespace, ctx: Context) -> int:
 
 def run_asyncapi(args: argparse.Namespace, ctx: Context) -> int:
     """Print docs/asyncapi.json: the AsyncAPI 3.0 document of the file and the events."""
-    print(json.dumps(asyncapi(ctx.spec), indent=2))
+    print(json.dumps(asyncapi(ctx.spec, ctx.amqp_url), indent=2))
     return EXIT_OK
 
 
@@ -179,14 +199,31 @@ def run_schema(args: argparse.Namespace, ctx: Context) -> int:
 
 
 COMMANDS = [
-    Command("plan", "show what differs on the broker (exit 0 same, 2 pending, 1 error)", run_plan),
+    Command(
+        "plan",
+        "show what differs on the broker (exit 0 same, 3 pending, 1 error)",
+        run_plan,
+        json=True,
+    ),
     Command(
         "apply", "create what is missing and change policies live", run_apply, _apply_arguments
     ),
-    Command("export", "print definitions JSON for rabbitmqctl import_definitions", run_export),
+    Command(
+        "export",
+        "print definitions JSON for rabbitmqctl import_definitions",
+        run_export,
+        json=True,
+    ),
     Command("diagram", "print docs/topology.md (Mermaid diagrams of the file)", run_diagram),
-    Command("asyncapi", "print docs/asyncapi.json (the AsyncAPI 3.0 contract)", run_asyncapi),
-    Command("schema", "print docs/topology.schema.json (the file's JSON Schema)", run_schema),
+    Command(
+        "asyncapi",
+        "print docs/asyncapi.json (the AsyncAPI 3.0 contract)",
+        run_asyncapi,
+        json=True,
+    ),
+    Command(
+        "schema", "print docs/topology.schema.json (the file's JSON Schema)", run_schema, json=True
+    ),
 ]
 
 

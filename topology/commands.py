@@ -68,10 +68,10 @@ VHOST = cli.Option(("--vhost",), "vhost (default: the path of $AMQP_URL)")
 
 
 def build_parser(
-    commands: Sequence[Command], description: str | None = None
+    commands: Sequence[Command], description: str | None = None, prog: str = "python -m topology"
 ) -> argparse.ArgumentParser:
     """The parser of every command; common options go before or after the command's name."""
-    return cli.build_parser("python -m topology", description, commands, [cli.FILE, VHOST])
+    return cli.build_parser(prog, description, commands, [cli.FILE, VHOST, cli.JSON])
 
 
 def _context(args: argparse.Namespace, err: Console) -> Context:
@@ -97,7 +97,10 @@ FAILURES: cli.Failures = {
 
 
 def main(
-    argv: Sequence[str] | None, commands: Sequence[Command], description: str | None = None
+    argv: Sequence[str] | None,
+    commands: Sequence[Command],
+    description: str | None = None,
+    prog: str = "python -m topology",
 ) -> int:
     """Parse, load the settings, run one command; return its exit status."""
-    return cli.main(build_parser(commands, description), argv, _context, FAILURES)
+    return cli.main(build_parser(commands, description, prog), argv, _context, FAILURES)

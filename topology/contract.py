@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import copy
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic.json_schema import models_json_schema
 
+from common.settings import addresses, vhost_of
 from events import headers
 from events.evolution import CURRENT_VERSION, readable
+from events.headers import PARKING_REASONS, DeadReason
 from events.models import (
     EventType,
     OrderCreatedEvent,
@@ -17,7 +20,7 @@ from events.models import (
     OrderShippedEvent,
 )
 from topology import names
-from topology.spec import DURATION_JSON, TopologySpec
+from topology.spec import DURATION_JSON, DownstreamSpec, TopologySpec
 from topology.units import format_duration
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -28,6 +31,7 @@ _MESSAGES = {
     EventType.SHIPPED: OrderShippedEvent,
 }
 JsonDict = dict[str, Any]
+DEFAULT_AMQP_URL = "amqp://localhost:5672/"
 
 
 def message_name(event_type: EventType) -> str:
@@ -35,11 +39,22 @@ def message_name(event_type: EventType) -> str:
     return _MESSAGES[event_type].__name__
 
 
-def asyncapi(spec: TopologySpec) -> JsonDict:
+def dead_letter_name(event_type: EventType) -> str:
+    """The name of its dead letter's message ('OrderCreatedDeadLetter')."""
+    return message_name(event_type).removesuffix("Event") + "DeadLetter"
+
+
+def asyncapi(spec: TopologySpec, amqp_url: str = DEFAULT_AMQP_URL) -> JsonDict:
     """The AsyncAPI 3.0 document: where events are published, where each downstream reads
-    them, and every message's headers and payload schema."""
+    them, retries them, dead-letters them and has them redriven, and every message's headers
+    and payload schema. The server is the first node of `amqp_url` (its vhost, no
+    credentials)."""
     messages = {
         message_name(t): {"$ref": f"#/components/messages/{message_name(t)}"} for t in _MESSAGES
+    }
+    dead = {
+        dead_letter_name(t): {"$ref": f"#/components/messages/{dead_letter_name(t)}"}
+        for t in _MESSAGES
     }
     channels: JsonDict = {
         "orders": {
@@ -70,32 +85,7 @@ def asyncapi(spec: TopologySpec) -> JsonDict:
         }
     }
     for d, ds in spec.downstreams.items():
-        channel, address = f"shards.{d}", names.shard(d, "{shard}")
-        channels[channel] = {
-            "address": address,
-            "title": f"{d}'s shards",
-            "description": (
-                f"{ds.shards} quorum queues with a single active consumer each; an order's "
-                "events always reach the same shard (consistent hash of the order_id header)."
-            ),
-            "parameters": {
-                "shard": {
-                    "enum": [str(i) for i in range(ds.shards)],
-                    "description": "The shard's number.",
-                }
-            },
-            "messages": messages,
-            "bindings": {"amqp": _queue_binding(address)},
-        }
-        operations[f"consume.{d}"] = {
-            "action": "receive",
-            "title": f"{d} applies each order's events in seq order",
-            "channel": {"$ref": f"#/channels/{_pointer(channel)}"},
-            "messages": [
-                {"$ref": f"#/channels/{_pointer(channel)}/messages/{n}"} for n in messages
-            ],
-            "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING}},
-        }
+        _downstream(channels, operations, d, ds, messages, dead)
     schemas = _payload_schemas()
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -114,19 +104,15 @@ def asyncapi(spec: TopologySpec) -> JsonDict:
             ),
         },
         "defaultContentType": "application/json",
-        "servers": {
-            "rabbitmq": {
-                "host": "localhost:5672",
-                "protocol": "amqp",
-                "protocolVersion": "0.9.1",
-                "description": "Any node of the RabbitMQ cluster; vhost per deployment.",
-            }
-        },
+        "servers": {"rabbitmq": _server(amqp_url)},
         "channels": channels,
         "operations": operations,
         "components": {
-            "schemas": schemas,
-            "messages": {message_name(t): _message(t) for t in _MESSAGES},
+            "schemas": {**schemas, **_header_schemas()},
+            "messages": {
+                **{message_name(t): _message(t, _EVENT_HEADERS) for t in _MESSAGES},
+                **{dead_letter_name(t): _message(t, _DEAD_HEADERS) for t in _MESSAGES},
+            },
         },
     }
 
@@ -137,10 +123,17 @@ def _pointer(key: str) -> str:
 
 
 def _exchange_binding(name: str, kind: str) -> JsonDict:
+    exchange: JsonDict = {"name": name, "durable": True, "autoDelete": False}
+    extensions: JsonDict = {}
+    if kind in ("topic", "direct", "fanout", "headers"):
+        exchange["type"] = kind
+    else:  # a plugin's type, beyond the binding's enumeration
+        extensions = {"x-exchange-type": kind, "x-hash-header": headers.ORDER_ID}
     return {
         "is": "routingKey",
-        "exchange": {"name": name, "type": kind, "durable": True, "autoDelete": False},
+        "exchange": exchange,
         "bindingVersion": AMQP_BINDING,
+        **extensions,
     }
 
 
@@ -152,28 +145,15 @@ def _queue_binding(name: str) -> JsonDict:
     }
 
 
-def _message(event_type: EventType) -> JsonDict:
-    name = message_name(event_type)
+def _message(event_type: EventType, headers_schema: str) -> JsonDict:
+    dead = headers_schema == _DEAD_HEADERS
+    name = dead_letter_name(event_type) if dead else message_name(event_type)
     return {
         "name": name,
-        "title": event_type.value,
+        "title": f"{event_type.value} (dead letter)" if dead else event_type.value,
         "contentType": "application/json",
-        "headers": {
-            "type": "object",
-            "required": [headers.ORDER_ID, headers.SEQ],
-            "properties": {
-                headers.ORDER_ID: {
-                    "type": "string",
-                    "description": "The order's id: the shard key, equal to the body's order_id.",
-                },
-                headers.SEQ: {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "The event's place in its order, equal to the body's seq.",
-                },
-            },
-        },
-        "payload": {"$ref": f"#/components/schemas/{name}"},
+        "headers": {"$ref": f"#/components/schemas/{headers_schema}"},
+        "payload": {"$ref": f"#/components/schemas/{message_name(event_type)}"},
         "bindings": {
             "amqp": {
                 "contentEncoding": "utf-8",
@@ -184,10 +164,199 @@ def _message(event_type: EventType) -> JsonDict:
     }
 
 
+def _downstream(
+    channels: JsonDict,
+    operations: JsonDict,
+    d: str,
+    ds: DownstreamSpec,
+    messages: JsonDict,
+    dead: JsonDict,
+) -> None:
+    """A downstream's channels: its hash exchange, shards, retry tiers and DLQ; and what the
+    bus does on each."""
+    tiers = list(ds.retry.tiers)
+    own = {
+        f"hash.{d}": {
+            "address": names.hash_exchange(d),
+            "title": f"{d}'s consistent-hash exchange",
+            "description": (
+                "Bound to the orders exchange by the downstream's routing keys; routes each "
+                "event to a shard by the hash of its order_id header. Retry tiers expire "
+                "into it and redrives publish to it, so a returning event reaches its order's "
+                "shard."
+            ),
+            "messages": messages,
+            "bindings": {"amqp": _exchange_binding(names.hash_exchange(d), "x-consistent-hash")},
+        },
+        f"shards.{d}": {
+            "address": names.shard(d, "{shard}"),
+            "title": f"{d}'s shards",
+            "description": (
+                f"{ds.shards} quorum queues with a single active consumer each; an order's "
+                "events always reach the same shard (consistent hash of the order_id header)."
+            ),
+            "parameters": {
+                "shard": {
+                    "enum": [str(i) for i in range(ds.shards)],
+                    "description": "The shard's number.",
+                }
+            },
+            "messages": messages,
+            "bindings": {"amqp": _queue_binding(names.shard(d, "{shard}"))},
+        },
+        f"retry.{d}": {
+            "address": names.retry_queue(d, "{tier}"),
+            "title": f"{d}'s retry tiers",
+            "description": (
+                "Delay queues: a copy waits its tier's TTL, then the broker dead-letters it "
+                "back to the downstream's hash exchange (x-attempts counts handler failures, "
+                "x-deferrals waits for a predecessor)."
+            ),
+            "parameters": {
+                "tier": {
+                    "enum": tiers,
+                    "description": "The tier, in the order failures climb them: "
+                    + ", ".join(f"{t} ({format_duration(ds.retry.tiers[t])})" for t in tiers),
+                }
+            },
+            "messages": messages,
+            "bindings": {"amqp": _queue_binding(names.retry_queue(d, "{tier}"))},
+        },
+        f"dlq.{d}": {
+            "address": names.dlq(d),
+            "title": f"{d}'s dead letters",
+            "description": (
+                "Events the downstream could not apply, with their failure context "
+                "(x-dead-reason and the x-error-* headers); held until an operator redrives "
+                "or purges them (`python -m topology dlq`)."
+            ),
+            "messages": dead,
+            "bindings": {"amqp": _queue_binding(names.dlq(d))},
+        },
+    }
+    channels.update(own)
+
+    def ops(channel: str, names_: JsonDict) -> JsonDict:
+        pointer = _pointer(channel)
+        return {
+            "channel": {"$ref": f"#/channels/{pointer}"},
+            "messages": [{"$ref": f"#/channels/{pointer}/messages/{n}"} for n in names_],
+        }
+
+    operations[f"consume.{d}"] = {
+        "action": "receive",
+        "title": f"{d} applies each order's events in seq order",
+        **ops(f"shards.{d}", messages),
+        "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING}},
+    }
+    operations[f"retry.{d}"] = {
+        "action": "send",
+        "title": f"{d} sends a failed or early event to a retry tier",
+        "description": "Confirmed before the original delivery is acked.",
+        **ops(f"retry.{d}", messages),
+    }
+    operations[f"deadLetter.{d}"] = {
+        "action": "send",
+        "title": f"{d} dead-letters an event it cannot apply",
+        "description": (
+            "After max_attempts, at once for a non-retryable error, or behind a parked "
+            "predecessor; the order stays parked until its dead letters are redriven."
+        ),
+        **ops(f"dlq.{d}", dead),
+    }
+    operations[f"redrive.{d}"] = {
+        "action": "send",
+        "title": f"An operator redrives {d}'s dead letters, order by order in seq order",
+        "description": (
+            "`python -m topology dlq redrive`: failure context dropped, x-attempts reset, "
+            "x-redriven-count and x-redriven-at set."
+        ),
+        **ops(f"hash.{d}", messages),
+    }
+
+
+def _server(amqp_url: str) -> JsonDict:
+    """The first node of the URL as an AsyncAPI server: host, vhost, never credentials."""
+    first = urlsplit(addresses(amqp_url)[0])
+    tls = first.scheme == "amqps"
+    host = f"{first.hostname or 'localhost'}:{first.port or (5671 if tls else 5672)}"
+    return {
+        "host": host,
+        "pathname": "/" + vhost_of(amqp_url).lstrip("/"),
+        "protocol": "amqps" if tls else "amqp",
+        "protocolVersion": "0.9.1",
+        "description": "A node of the RabbitMQ cluster (AMQP_URL); the pathname is the vhost.",
+    }
+
+
+_EVENT_HEADERS, _DEAD_HEADERS = "EventHeaders", "DeadLetterHeaders"
+
+
+def _header_schemas() -> JsonDict:
+    """The headers of every event, and the failure context a dead letter adds."""
+
+    def text(description: str) -> JsonDict:
+        return {"type": "string", "description": description}
+
+    def count(description: str) -> JsonDict:
+        return {"type": "integer", "minimum": 0, "description": description}
+
+    return {
+        _EVENT_HEADERS: {
+            "title": _EVENT_HEADERS,
+            "type": "object",
+            "required": [headers.ORDER_ID, headers.SEQ],
+            "properties": {
+                headers.ORDER_ID: text(
+                    "The order's id: the shard key, equal to the body's order_id."
+                ),
+                headers.SEQ: {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The event's place in its order, equal to the body's seq.",
+                },
+                headers.ATTEMPTS: count("Handler failures so far (0 from the producer)."),
+                headers.DEFERRALS: count("Waits for a missing predecessor so far."),
+                headers.REDRIVEN_COUNT: count("How often an operator redrove it from the DLQ."),
+                headers.REDRIVEN_AT: text("When it was last redriven (ISO 8601)."),
+                headers.REPLAYED: text("Set on a copy replayed from the orders.log stream."),
+                headers.REAPPLY: {
+                    "type": "boolean",
+                    "description": "A replay into a rebuilt store: apply it again.",
+                },
+            },
+        },
+        _DEAD_HEADERS: {
+            "title": _DEAD_HEADERS,
+            "allOf": [
+                {"$ref": f"#/components/schemas/{_EVENT_HEADERS}"},
+                {
+                    "type": "object",
+                    "required": [headers.DEAD_REASON, headers.FAILED_AT, headers.FAILED_QUEUE],
+                    "properties": {
+                        headers.DEAD_REASON: {
+                            "type": "string",
+                            "enum": [r.value for r in DeadReason],
+                            "description": "Why it is here; the reasons "
+                            + ", ".join(sorted(r.value for r in PARKING_REASONS))
+                            + " park its order.",
+                        },
+                        headers.ERROR_TYPE: text("The error's type."),
+                        headers.ERROR_MESSAGE: text("The error, in words."),
+                        headers.ERROR_STACK: text("The end of its stack trace."),
+                        headers.FAILED_AT: text("When it was dead-lettered (ISO 8601)."),
+                        headers.FAILED_QUEUE: text("The shard it was consumed from."),
+                    },
+                },
+            ],
+        },
+    }
+
+
 def _payload_schemas() -> JsonDict:
     """Every envelope and what it holds, as AsyncAPI's schema objects (JSON Schema draft-07)."""
     _, top = models_json_schema(
-        [(m, "validation") for m in _MESSAGES.values()],
+        [(m, "serialization") for m in _MESSAGES.values()],
         ref_template="#/components/schemas/{model}",
     )
     schemas: JsonDict = top["$defs"]

@@ -56,7 +56,8 @@ RoutingKey = Annotated[str, BeforeValidator(lambda v: _routing_key(v) if isinsta
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's docstring is its description in the file's JSON Schema (editors show it).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Semantics(StrEnum):
@@ -84,29 +85,38 @@ class ReplicationSpec(_Spec):
     """How quorum queues and the stream replicate over a cluster's nodes (creation-time:
     a queue keeps the members it was created with until `rabbitmq-queues grow/shrink`)."""
 
-    # Raft members per queue (None: every node); a majority of them must be up. Capped by the
-    # nodes in the cluster: on one node every queue has one member whatever this says.
     group_size: Annotated[int | None, Field(ge=1, le=MAX_REPLICAS)] = 3
+    """Raft members per queue (null: every node); a majority must be up for the queue to
+    work. Capped by the nodes: on one node every queue has one member."""
     leader_locator: LeaderLocator = LeaderLocator.BALANCED
+    """Where a new queue's leader goes: `balanced` (the node leading fewest) or
+    `client-local` (the node that declared it)."""
 
 
 class ExchangeSpec(_Spec):
     """The topic exchange the order service publishes to."""
 
     name: ObjectName = "orders"
+    """The topic exchange's name; the routing key is the event type."""
     alternate_exchange: ObjectName = "orders.unroutable"
+    """Where an event no binding takes goes (a fanout exchange and a queue of that name)."""
 
 
 class LogSpec(_Spec):
     """The replayable stream of every event."""
 
     name: ObjectName = "orders.log"
+    """The stream's name."""
     # Not "#": a catch-all binding would make every key routable and the alternate
     # exchange would never see a message.
     routing_keys: Annotated[list[RoutingKey], Field(min_length=1)] = ["order.#"]
+    """The topic keys the stream keeps (not `#`: the alternate exchange would see nothing)."""
     max_age: Annotated[DurationMs, Field(ge=1000)] = 7 * 86_400_000
+    """How long the stream keeps an event (a live policy): the reach of `replay`."""
     max_length_bytes: SizeBytes = 10**9
+    """The stream's size cap (a live policy); the oldest segments go first."""
     max_segment_size_bytes: SizeBytes = 100 * 10**6
+    """The size of one segment file of the stream (fixed when the stream is created)."""
 
 
 class RetrySpec(_Spec):
@@ -117,10 +127,16 @@ class RetrySpec(_Spec):
         "medium": 10_000,
         "long": 60_000,
     }
+    """Retry tiers, name: delay, in the order failures climb them (the last repeats); each is
+    a queue `<d>.retry.<name>` whose delay changes live."""
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    """Handler failures before an event goes to the DLQ as retries-exhausted (parking its
+    order)."""
     # x the first tier: how long a later event waits for its predecessor. It must outlast
     # the broker's dead-letter re-send delay after a restart (stock 180 s; see rabbitmq/).
     max_deferrals: Annotated[int, Field(ge=0, le=10_000)] = 300
+    """Waits of the first tier's delay for a missing predecessor before an event goes to the
+    DLQ as predecessor-missing (parking its order)."""
 
     @model_validator(mode="after")
     def _delays_positive(self) -> RetrySpec:
@@ -134,36 +150,61 @@ class BatchSpec(_Spec):
     """Batching of deliveries into one handler call and one transaction."""
 
     size: Annotated[int, Field(ge=1, le=10_000)]
+    """Events per handler call and transaction, at most."""
     linger: DurationMs
+    """How long a batch waits to fill before it goes as it is."""
 
 
 class DownstreamSpec(_Spec):
     """One downstream: its shards, consumption settings, retries and limits."""
 
     routing_keys: Annotated[list[RoutingKey], Field(min_length=1)] = ["order.#"]
+    """The topic keys of the events it takes (`order.#`: all of them)."""
     shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] = 4
+    """Shard queues `<d>.0` … `<d>.<n-1>`: the most processes that consume it at once.
+    Changes live (`apply` grows by appending, shrinks by draining the newest)."""
     queue_type: QueueType = QueueType.QUORUM
+    """`quorum` (replicated, the default) or `classic` (one node's copy)."""
     prefetch: Annotated[int, Field(ge=1, le=65_535)] = 200
+    """Unacked deliveries a shard's consumer holds: the backpressure bound."""
     concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
+    """Orders a process applies at once (one order's events always one after another)."""
     semantics: Semantics = Semantics.AT_LEAST_ONCE
+    """`at-least-once` (ack after the effect commits) or `at-most-once` (ack on receipt: a
+    crash may drop an event)."""
     retry: RetrySpec = RetrySpec()
+    """Its retry tiers and budgets."""
     delivery_limit: Annotated[int | None, Field(ge=1)] = 20
+    """Deliveries of one message before the broker dead-letters it (a live policy; quorum
+    only; null: none). Catches a message that crashes the worker every time."""
     max_length: Annotated[int | None, Field(ge=1)] = 1_000_000
+    """Messages a shard holds at most before `overflow` applies (a live policy; null: no
+    cap)."""
     overflow: Literal["reject-publish", "drop-head"] = "reject-publish"
+    """At max_length: `reject-publish` (the relay is nacked and backs off; nothing is lost)
+    or `drop-head` (the oldest is dead-lettered)."""
     # The downstream's handler, `package.module:Class` (default: the entry point registered
     # under its name, else none: events are recorded as applied and nothing else).
     handler: Annotated[
         str | None, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
     ] = None
-    handler_time: DurationMs = (
-        0  # simulated time per event (only under `python -m simulation workers`)
-    )
+    """Its handler, `package.module:Class` (null: the one registered under the entry point
+    group `order_event_bus.handlers` by its name, else none: events are only recorded)."""
+    handler_time: DurationMs = 0
+    """Simulated time per event, or per batch when it batches (only under `python -m
+    simulation workers`; the bus itself never sleeps)."""
     # A handler call (per event, or per batch's load) that runs longer fails as retryable:
     # a hung call would otherwise hold its delivery, its order's lane and prefetch for ever.
     handler_timeout: Annotated[DurationMs, Field(ge=1)] = 30_000
+    """A handler call (an event's check, a batch's load) that runs longer is cut and retried
+    like any transient failure."""
     batch: BatchSpec | None = None
+    """Batch events into one handler call and one transaction (null: one event a call)."""
     scale_out_lag: Annotated[int, Field(ge=1)] = 10_000
-    replication: ReplicationSpec | None = None  # None: the file's top-level replication
+    """Lag in messages past which the workers recommend another process
+    (`bus_worker_scale_out_recommended`)."""
+    replication: ReplicationSpec | None = None
+    """Its own replication settings (null: the file's top-level `replication`)."""
 
     @model_validator(mode="after")
     def _quorum_only_settings(self) -> DownstreamSpec:
@@ -178,29 +219,45 @@ class ProducerSpec(_Spec):
     """The order service's relay."""
 
     app_id: Annotated[str, Field(min_length=1, max_length=64)] = "order-service"
+    """The `app_id` property of every published event."""
     window: Annotated[int, Field(ge=1, le=10_000)] = 256
+    """Publishes awaiting their confirm at once."""
     poll_interval: Annotated[DurationMs, Field(ge=1)] = 50
+    """How long the relay waits before reading an empty outbox again."""
 
 
 class AccessSpec(_Spec):
     """Users per role; each password comes from $<password_env_prefix><USER> at apply time."""
 
     producer_user: ObjectName = "order-service"
+    """The order service's user: writes to the orders exchange only."""
     worker_user_prefix: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,40}$")] = "worker-"
+    """Workers' users are this prefix and the downstream's name: each reads its own shards
+    and DLQ and writes its own retry and dead exchanges."""
     operator_user: ObjectName = "bus-operator"
+    """The operator tools' user (administrator)."""
     password_env_prefix: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,40}$")] = "BUS_PASSWORD_"
+    """Each user's password is read from this prefix and its name, upper-cased, `-` and `.`
+    as `_` (e.g. BUS_PASSWORD_WORKER_INVENTORY), never from the file."""
 
 
 class TopologySpec(_Spec):
     """The whole topology file."""
 
     version: Literal[1] = 1
+    """The file format's version."""
     exchange: ExchangeSpec = ExchangeSpec()
+    """The exchange the relay publishes to."""
     log: LogSpec = LogSpec()
+    """The stream every event is kept in, for `replay`."""
     producer: ProducerSpec = ProducerSpec()
+    """The relay's settings."""
     replication: ReplicationSpec = ReplicationSpec()
+    """Replication of every quorum queue and the stream on a cluster."""
     access: AccessSpec | None = None
+    """Least-privilege users `apply` creates (null: none)."""
     downstreams: Annotated[dict[DownstreamName, DownstreamSpec], Field(min_length=1)]
+    """Each downstream by name: its own exchange, shards, retry tiers and DLQ."""
 
     @model_validator(mode="after")
     def _names_do_not_collide(self) -> TopologySpec:

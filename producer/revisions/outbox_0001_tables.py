@@ -1,4 +1,4 @@
-"""The order service's tables: orders and the outbox.
+"""The outbox table.
 
 Revision ID: outbox_0001
 Revises:
@@ -19,18 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Create orders, outbox and the index of unsent outbox rows."""
-    op.create_table(
-        "orders",
-        sa.Column("order_id", sa.String(64), primary_key=True),
-        sa.Column("customer_id", sa.String(200), nullable=False),
-        sa.Column("state", sa.String(16), nullable=False),
-        sa.Column("last_seq", sa.Integer, nullable=False),
-        sa.Column("total", sa.Numeric(14, 2), nullable=False),
-        sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("updated_at_ms", sa.BigInteger, nullable=False),
-        if_not_exists=True,
-    )
+    """Create the outbox and the index of unsent outbox rows."""
     op.create_table(
         "outbox",
         sa.Column(
@@ -60,7 +49,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the outbox and orders."""
+    """Drop the outbox."""
     op.drop_index("outbox_unsent", "outbox")
     op.drop_table("outbox")
-    op.drop_table("orders")

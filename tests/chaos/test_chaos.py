@@ -27,7 +27,7 @@ import pytest
 
 from broker.management import ManagementError
 from producer.db import create_schema, make_engine
-from producer.store import OrderStore
+from simulation.orders import OrderStore
 from simulation.traffic import TrafficStats, run_traffic
 from tests.support import topologies
 from tests.support.fixtures import Vhost

@@ -13,7 +13,7 @@ import pytest
 
 from common.settings import with_vhost
 from producer.db import create_schema, make_engine
-from producer.store import OrderStore
+from simulation.orders import OrderStore
 from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.cluster import Cluster

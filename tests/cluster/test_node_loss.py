@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from producer.db import create_schema, make_engine
-from producer.store import OrderStore
+from simulation.orders import OrderStore
 from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.cluster import Cluster

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from producer.db import create_schema, make_engine
-from producer.store import OrderStore
+from simulation.orders import OrderStore
 from simulation.traffic import run_traffic
 from tests.support.fixtures import Vhost
 from tests.support.judge import expected_from_outbox, judge_store

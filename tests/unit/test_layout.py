@@ -2,8 +2,9 @@
 objects.
 
 common (no domain) <- broker, events <- topology <- operations; producer and workers build on
-common, broker, events and topology and never on each other; the simulation builds on them
-and nothing in production imports it; demo and bench may use everything. `python -m
+common, broker, events and topology and never on each other; `orderbus` (the installed
+command) sits above them all; the simulation builds on them and nothing in production
+imports it; demo and bench may use everything. `python -m
 topology`'s entry module composes the operations' commands into its CLI: the one file allowed
 to reach up.
 
@@ -21,7 +22,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCTION = {"common", "broker", "events", "topology", "operations", "producer", "workers"}
+PRODUCTION = {
+    "common",
+    "broker",
+    "events",
+    "topology",
+    "operations",
+    "producer",
+    "workers",
+    "orderbus",
+}
 APPS = {"demo", "bench", "tests"}
 OURS = PRODUCTION | {"simulation"} | APPS
 FORBIDDEN = {
@@ -32,7 +42,9 @@ FORBIDDEN = {
     "operations": {"producer", "workers", "simulation"} | APPS,
     "producer": {"workers", "operations", "simulation"} | APPS,
     "workers": {"producer", "operations", "simulation"} | APPS,
-    "simulation": {"operations"} | APPS,
+    "simulation": {"operations", "orderbus"} | APPS,
+    # The installed command: every program under one name, so above them all.
+    "orderbus": {"simulation"} | APPS,
 }
 # The entry module of `python -m topology` composes its CLI from the operations' commands.
 COMPOSITION_ROOTS = {ROOT / "topology" / "__main__.py": {"operations"}}

@@ -80,14 +80,14 @@ RUN = cli.Command[Context](
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
     """The command-line parser."""
-    return cli.build_parser("python -m workers", __doc__, [RUN, MIGRATE], [cli.FILE], default="run")
+    return cli.build_parser(prog, __doc__, [RUN, MIGRATE], [cli.FILE], default="run")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m workers") -> int:
     """Run the workers (or `migrate` their stores); return the exit status."""
-    return cli.main(build_parser(), argv, service_context(WorkerSettings), FAILURES)
+    return cli.main(build_parser(prog), argv, service_context(WorkerSettings), FAILURES)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 A handler's writes run in the same transaction as the inbox rows and the orders' progress
 of the events it was given, so its effect commits with them or not at all. Statements are
 written with `?` placeholders and run on SQLite and PostgreSQL alike (`ON CONFLICT ...
-DO UPDATE` is the same in both); the driver's own API is used directly, without an ORM's
-per-statement work, because this is the hot path of every event.
+DO UPDATE` is the same in both). A `?` in quotes or a comment is text and a `?` anywhere else
+a placeholder: write PostgreSQL's jsonb `?` operators as their functions (`jsonb_exists`).
+The driver's own API is used directly, without an ORM's per-statement work, because this is
+the hot path of every event.
 """
 
 from __future__ import annotations
@@ -20,7 +22,30 @@ _PARAMSTYLE = {"sqlite": "qmark", "postgresql": "format"}
 
 @cache
 def _native(sql: str, paramstyle: str) -> str:
-    return sql.replace("?", "%s") if paramstyle == "format" else sql
+    """The statement in the driver's placeholder style: for psycopg (`format`), each `?`
+    outside quotes and comments becomes `%s`, and every literal `%` is doubled."""
+    if paramstyle != "format":
+        return sql
+    out: list[str] = []
+    at, end = 0, len(sql)
+    while at < end:
+        char = sql[at]
+        if char in "'\"":  # a string or a quoted name: to its closing quote ('' escapes one)
+            close = at + 1
+            while close < end and not (sql[close] == char and sql[close + 1 : close + 2] != char):
+                close += 2 if sql[close] == char else 1
+            out.append(sql[at : close + 1].replace("%", "%%"))
+            at = close + 1
+            continue
+        if sql.startswith("--", at) or sql.startswith("/*", at):
+            close = sql.find("\n" if char == "-" else "*/", at)
+            close = end if close < 0 else close + (1 if char == "-" else 2)
+            out.append(sql[at:close].replace("%", "%%"))
+            at = close
+            continue
+        out.append("%s" if char == "?" else "%%" if char == "%" else char)
+        at += 1
+    return "".join(out)
 
 
 class Tx:

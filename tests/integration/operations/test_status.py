@@ -74,7 +74,7 @@ async def test_status_reports_depths_lag_and_alerts(
             assert r["scale_out"] is (r["scale_out_at"] < 300)
 
         code, report = await _status(vhost, monkeypatch, capsys, "--fail-over-lag", "299")
-        assert code == 3 and len(report["downstreams"]) == 5
+        assert code == 5 and len(report["downstreams"]) == 5
         code, _ = await _status(vhost, monkeypatch, capsys, "--fail-over-lag", "300")
         assert code == 0
 

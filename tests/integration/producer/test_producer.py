@@ -23,7 +23,7 @@ from events.codec import message_for
 from producer.db import make_engine, outbox
 from producer.outbox import Outbox
 from producer.relay import Relay
-from producer.store import OrderStore, UnknownOrder
+from simulation.orders import OrderStore, UnknownOrder
 from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.amqp import collect_ids

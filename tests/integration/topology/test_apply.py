@@ -52,7 +52,7 @@ def test_apply_creates_exactly_the_compiled_objects_and_is_idempotent(
 ) -> None:
     data = topologies.default_data()
     path = topology_file(data)
-    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 2
+    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 3
     assert _cli(vhost, monkeypatch, "--file", str(path), "apply") == 0
     desired = compile_topology(topologies.spec_of(data))
     live = _live_names(vhost)
@@ -90,7 +90,7 @@ async def test_retry_delay_change_is_applied_live_keeping_messages(
         data["downstreams"]["loyalty"]["retry"]["tiers"]["long"] = "2h"
         path = topology_file(data)
         capsys.readouterr()
-        assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 2
+        assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 3
         out = capsys.readouterr().out
         assert "update policy loyalty.retry.long: message-ttl 3600000 -> 7200000 (live)" in out
         assert _cli(vhost, monkeypatch, "--file", str(path), "apply") == 0
@@ -144,7 +144,7 @@ def test_migrations_are_refused_and_nothing_changes(
     change(data)
     path = topology_file(data, "changed.yaml")
     capsys.readouterr()
-    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 2
+    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 3
     out = capsys.readouterr().out
     assert expected in out and "(needs migration)" in out
     assert _cli(vhost, monkeypatch, "--file", str(path), "apply") == 1
@@ -177,7 +177,7 @@ def test_prune_deletes_what_the_file_no_longer_has(
     assert _cli(vhost, monkeypatch, "--file", str(path), "apply") == 0
     assert "not in the file; kept" in capsys.readouterr().out
     assert "recommendations.0" in _live_names(vhost)["queues"]
-    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 2
+    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 3
     # A queue of the user's own, bound to `orders`, outside the bus's naming scheme.
     vhost.client.declare_queue(vhost.name, QueueDef("billing", {"x-queue-type": "classic"}))
     vhost.client.bind(vhost.name, BindingDef("orders", "billing", "queue", "order.#"))
@@ -189,7 +189,7 @@ def test_prune_deletes_what_the_file_no_longer_has(
         what="the management API counting the message",
     )
     capsys.readouterr()
-    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 2
+    assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 3
     shown = capsys.readouterr().out
     assert "recommendations.2" in shown and "1 message(s)" in shown
     assert "never pruned: queue billing" in shown

@@ -62,7 +62,7 @@ async def test_grow_then_shrink_live_with_a_worker_draining(
     assert _cli(vhost, monkeypatch, "--file", str(topology_file(data)), "apply") == 0
     data["downstreams"]["inventory"]["shards"] = 6
     grown = topology_file(data, "grown.yaml")
-    assert _cli(vhost, monkeypatch, "--file", str(grown), "plan") == 2
+    assert _cli(vhost, monkeypatch, "--file", str(grown), "plan") == 3
     assert _cli(vhost, monkeypatch, "--file", str(grown), "apply") == 0
     assert _cli(vhost, monkeypatch, "--file", str(grown), "plan") == 0
     spec = topologies.spec_of(data)

@@ -17,7 +17,7 @@ from bench.ring import moved, ring
 from operations.cli import main
 from operations.dlq import DeadLetters
 from producer.db import create_schema, make_engine
-from producer.store import OrderStore
+from simulation.orders import OrderStore
 from simulation.traffic import run_traffic
 from tests.support import topologies
 from tests.support.fixtures import Vhost

@@ -6,8 +6,9 @@ import argparse
 
 import pytest
 
+from common.cli import duration
 from operations.capacity import MAX_SHARDS, Capacity
-from operations.capacity_cli import count, seconds
+from operations.capacity_cli import count
 
 
 def test_the_seeds_example_needs_about_28k_events_per_second() -> None:
@@ -37,6 +38,13 @@ def test_counts_and_durations_read_as_people_write_them() -> None:
         10**8,
         1_500_000_000,
     ]
-    assert [seconds(t) for t in ("30m", "1h", "2d")] == [1800, 3600, 172_800]
+    assert [duration(t) for t in ("30m", "1h", "2d", "90", "1.5s", "250ms")] == [
+        1800,
+        3600,
+        172_800,
+        90,
+        1.5,
+        0.25,
+    ]
     with pytest.raises(argparse.ArgumentTypeError):
         count("lots")

@@ -1,5 +1,6 @@
-"""The order service's database under Alembic, on SQLite: migrated from empty to exactly its
-tables, and a database made before migrations adopted with its rows."""
+"""The outbox's tables under Alembic, on SQLite: migrated from empty to exactly its tables,
+and a database made before migrations adopted with its rows (each order taken in at its
+highest seq)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from sqlalchemy import Connection, insert, select
 
 from common.migrations import current, heads
 from producer.cli import main
-from producer.db import REVISIONS, create_schema, make_engine, metadata, orders
+from producer.db import REVISIONS, create_schema, make_engine, metadata, outbox, outbox_orders
 from tests.support.migrations import drift
 
 
 def _state(conn: Connection) -> tuple[set[str], list[Any], list[Any]]:
-    return current(conn), drift(conn, metadata), list(conn.execute(select(orders.c.order_id)))
+    taken_in = list(conn.execute(select(outbox_orders.c.order_id, outbox_orders.c.last_seq)))
+    return current(conn), drift(conn, metadata), taken_in
 
 
 async def test_the_outbox_migrates_to_exactly_its_tables(tmp_path: Path) -> None:
@@ -28,7 +30,7 @@ async def test_the_outbox_migrates_to_exactly_its_tables(tmp_path: Path) -> None
             at, changes, rows = await conn.run_sync(_state)
     finally:
         await engine.dispose()
-    assert at == heads([REVISIONS]) == {"outbox_0001"}
+    assert at == heads([REVISIONS]) == {"outbox_0002"}
     assert changes == [] and rows == []
 
 
@@ -36,19 +38,20 @@ async def test_an_outbox_made_before_migrations_is_adopted_with_its_rows(tmp_pat
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}")
     try:
         async with engine.begin() as conn:  # as databases were made before: create_all
-            await conn.run_sync(metadata.create_all)
-            await conn.execute(
-                insert(orders).values(
-                    order_id="o-1", customer_id="c-1", state="created", last_seq=1,
-                    total=1, currency="EUR", updated_at_ms=0,
-                )
-            )  # fmt: skip
+            await conn.run_sync(lambda c: outbox.create(c))
+            for seq in (1, 2):
+                await conn.execute(
+                    insert(outbox).values(
+                        event_id=f"e-{seq}", order_id="o-1", seq=seq, event_type="order.paid",
+                        occurred_at_ms=seq, body=b"{}",
+                    )
+                )  # fmt: skip
         await create_schema(engine)
         async with engine.connect() as conn:
             at, changes, rows = await conn.run_sync(_state)
     finally:
         await engine.dispose()
-    assert at == {"outbox_0001"} and changes == [] and rows == [("o-1",)]
+    assert at == {"outbox_0002"} and changes == [] and rows == [("o-1", 2)]
 
 
 def test_migrate_status_looks_and_migrate_upgrades(

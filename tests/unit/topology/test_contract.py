@@ -164,3 +164,77 @@ def test_the_file_schema_accepts_the_shipped_file_and_refuses_bad_ones() -> None
     ]:
         bad = {**shipped, "downstreams": {"inventory": {**inventory, field: value}}}
         assert list(validator.iter_errors(bad)), field
+
+
+def test_every_schema_and_message_is_named_for_code_generators() -> None:
+    components = _doc()["components"]
+    for name, schema in components["schemas"].items():
+        assert schema.get("title") == name, f"schema {name} has no title a generator can use"
+    for name, message in components["messages"].items():
+        assert message["name"] == name
+        assert message["payload"]["$ref"].startswith("#/components/schemas/")
+        assert message["headers"]["$ref"].startswith("#/components/schemas/")
+
+
+def test_the_envelope_requires_what_every_event_carries_and_money_is_one_type() -> None:
+    schemas = _doc()["components"]["schemas"]
+    for event_type in EventType:
+        required = set(schemas[message_name(event_type)]["required"])
+        assert {"event_id", "occurred_at", "event_type", "order_id", "seq"} <= required
+    money = [
+        schemas["LineItem"]["properties"]["price"],
+        schemas["OrderCreated"]["properties"]["total"],
+        schemas["OrderPaid"]["properties"]["amount"],
+    ]
+    for schema in money:
+        assert schema["type"] == "string" and "anyOf" not in schema
+        assert schema["pattern"] == r"^\d{1,12}(\.\d{1,2})?$"
+    validator = _payload_validator(EventType.PAID)
+    body: dict[str, Any] = json.loads(encode(order_events("o-1")[1]).body)
+    assert not list(validator.iter_errors(body))
+    body["payload"]["amount"] = 24.98  # a number: the contract writes money as a string
+    assert list(validator.iter_errors(body))
+
+
+def test_retries_dead_letters_and_redrives_are_described() -> None:
+    doc = _doc()
+    for d, ds in SPEC.downstreams.items():
+        assert doc["channels"][f"retry.{d}"]["parameters"]["tier"]["enum"] == list(ds.retry.tiers)
+        assert doc["channels"][f"dlq.{d}"]["address"] == f"{d}.dlq"
+        for operation in (f"retry.{d}", f"deadLetter.{d}", f"redrive.{d}"):
+            assert doc["operations"][operation]["action"] == "send"
+    dead = doc["components"]["schemas"]["DeadLetterHeaders"]["allOf"][1]
+    assert {"x-dead-reason", "x-error-message", "x-failed-at"} <= set(dead["properties"])
+    assert "x-attempts" in doc["components"]["schemas"]["EventHeaders"]["properties"]
+
+
+def test_the_server_is_the_first_node_of_amqp_url_without_credentials() -> None:
+    server = asyncapi(SPEC, "amqps://bus:secret@mq-1.example:5671/shop,amqps://mq-2/shop")
+    assert server["servers"]["rabbitmq"] == {
+        **server["servers"]["rabbitmq"],
+        "host": "mq-1.example:5671",
+        "pathname": "/shop",
+        "protocol": "amqps",
+    }
+    assert "secret" not in json.dumps(server)
+
+
+def test_every_key_of_the_file_schema_has_a_description() -> None:
+    schema = json.loads(FILE_SCHEMA.read_text())
+    missing: list[str] = []
+
+    def visit(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, prop in node.get("properties", {}).items():
+                if not (isinstance(prop, dict) and prop.get("description")):
+                    missing.append(f"{path}.{key}")
+                visit(prop, f"{path}.{key}")
+            for key, value in node.items():
+                if key != "properties":
+                    visit(value, path)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value, path)
+
+    visit(schema, "")
+    assert not missing, missing

@@ -1,4 +1,5 @@
-"""The order store: every state change writes its event to the outbox in the same transaction."""
+"""The simulated order service's store: orders of its own, each state change written with its
+event in one transaction through the producer API, as any team's service would."""
 
 from __future__ import annotations
 
@@ -7,19 +8,42 @@ import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events import SEQ_OF, AnyEvent, EventType, IllegalTransition, OrderState, transition
+from events import SEQ_OF, EventType, IllegalTransition, OrderState, transition
 from events import models as m
 from events.state import source_state
-from producer.db import orders, outbox
-from producer.outbox import outbox_values
+from producer.api import emit_async
+
+metadata = MetaData()
+orders = Table(
+    "orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(200), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("total", Numeric(14, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
 
 # Built once: constructing statements per call costs more than executing them on SQLite.
 _INSERT_ORDER = insert(orders)
-_INSERT_OUTBOX = insert(outbox)
 _STATE_OF = select(orders.c.state).where(orders.c.order_id == bindparam("order_id"))
 _ADVANCE = (
     update(orders)
@@ -42,6 +66,14 @@ class OrderStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._created = False
+
+    async def _ready(self) -> None:
+        """Its orders table, created on first use (the outbox's come with its migrations)."""
+        if not self._created:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            self._created = True
 
     async def place_order(
         self,
@@ -51,6 +83,7 @@ class OrderStore:
         order_id: str | None = None,
     ) -> m.OrderCreatedEvent:
         """Create an order; returns its order.created event."""
+        await self._ready()
         total = sum((i.price * i.qty for i in items), Decimal(0))
         event = m.OrderCreatedEvent(
             order_id=order_id or f"ord-{uuid.uuid4().hex[:20]}",
@@ -73,32 +106,35 @@ class OrderStore:
                         "updated_at_ms": _now_ms(),
                     },
                 )
-                await _write_outbox(conn, event)
+                await emit_async(conn, event)
         except IntegrityError:
             raise IllegalTransition(OrderState.CREATED, EventType.CREATED) from None
         return event
 
     async def pay(self, order_id: str, method: m.PaymentMethod) -> m.OrderPaidEvent:
         """Mark an order paid (its total); returns its order.paid event."""
+        await self._ready()
         async with self.engine.begin() as conn:
             total = await _advance(conn, order_id, EventType.PAID)
             event = m.OrderPaidEvent(
                 order_id=order_id, seq=2, payload=m.OrderPaid(amount=total, method=method)
             )
-            await _write_outbox(conn, event)
+            await emit_async(conn, event)
         return event
 
     async def ship(self, order_id: str, carrier: str, tracking_number: str) -> m.OrderShippedEvent:
         """Mark an order shipped; returns its order.shipped event."""
+        await self._ready()
         async with self.engine.begin() as conn:
             await _advance(conn, order_id, EventType.SHIPPED)
             shipped = m.OrderShipped(carrier=carrier, tracking_number=tracking_number)
             event = m.OrderShippedEvent(order_id=order_id, seq=3, payload=shipped)
-            await _write_outbox(conn, event)
+            await emit_async(conn, event)
         return event
 
     async def state_of(self, order_id: str) -> OrderState | None:
         """The order's current state, or None when unknown."""
+        await self._ready()
         async with self.engine.connect() as conn:
             state = await conn.scalar(_STATE_OF, {"order_id": order_id})
         return OrderState(state) if state else None
@@ -125,10 +161,6 @@ async def _advance(conn: AsyncConnection, order_id: str, event_type: EventType) 
     if state is None:
         raise UnknownOrder(order_id)
     raise IllegalTransition(OrderState(state), event_type)
-
-
-async def _write_outbox(conn: AsyncConnection, event: AnyEvent) -> None:
-    await conn.execute(_INSERT_OUTBOX, outbox_values(event))
 
 
 def _now_ms() -> int:

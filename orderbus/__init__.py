@@ -1,0 +1,1 @@
+"""`orderbus`: the one installed command, over the bus's programs."""
