@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from common import cli
 from common.health import serve, with_process_metrics
 from common.loop import run, stop_on_signals
-from common.migrations import current, heads
+from common.migrations import MigratedElsewhere, current, heads
 from producer.db import REVISIONS, create_schema, make_engine, migrate_outbox
 from producer.metrics import RelayMetrics
 from producer.outbox import Outbox
@@ -85,7 +85,7 @@ COMMANDS: list[cli.Command[Context]] = [
 ]
 FAILURES: cli.Failures = {
     **SERVICE_FAILURES,
-    CommandError: cli.lead(""),
+    (CommandError, MigratedElsewhere): cli.lead(""),
     (SQLAlchemyError, OSError): cli.lead("the order store failed: "),
 }
 
@@ -115,7 +115,7 @@ async def _migrate(args: argparse.Namespace, ctx: Context) -> int:
         finally:
             await engine.dispose()
     newest = heads([REVISIONS])
-    state = "up to date" if at == newest else "behind: run `python -m producer migrate`"
+    state = "up to date" if newest <= at else "behind: run `python -m producer migrate`"
     table = Table("database at", "newest", "state")
     table.add_row(", ".join(sorted(at)) or "(empty)", ", ".join(sorted(newest)), state)
     Console().print(table)

@@ -106,7 +106,11 @@ def _run_workers(args: argparse.Namespace, ctx: WorkersContext) -> int:
 
 
 ORDERS = cli.Command[OrdersContext](
-    "orders", "simulate orders through the outbox and the relay", _run_orders, _orders_arguments
+    "orders",
+    "simulate orders through the outbox and the relay",
+    _run_orders,
+    _orders_arguments,
+    json=True,
 )
 WORKERS = cli.Command[WorkersContext](
     "workers",

@@ -3,6 +3,7 @@ event in one transaction through the producer API, as any team's service would."
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -67,13 +68,17 @@ class OrderStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._created = False
+        self._creating = asyncio.Lock()
 
     async def _ready(self) -> None:
         """Its orders table, created on first use (the outbox's come with its migrations)."""
-        if not self._created:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-            self._created = True
+        if self._created:
+            return
+        async with self._creating:
+            if not self._created:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                self._created = True
 
     async def place_order(
         self,

@@ -54,13 +54,31 @@ def current(connection: Connection) -> set[str]:
     return set(MigrationContext.configure(connection).get_current_heads())
 
 
+class MigratedElsewhere(RuntimeError):
+    """The database's migrations are run by another Alembic environment (the service's own,
+    which includes the bus's branch), and the bus's branch is behind there."""
+
+
 def upgrade(connection: Connection, locations: Sequence[Path], database: str) -> None:
     """Bring the database to the head of every branch (a no-op when already there), and log
     what changed.
 
-    Runs in the caller's transaction, which commits it; take `migration_lock` first.
+    A database that also holds revisions these folders do not know is migrated by its
+    owner's environment: it is left as it is when the bus's heads are there, and refused in
+    words when they are not. Runs in the caller's transaction, which commits it; take
+    `migration_lock` first.
     """
     before = current(connection)
+    script = ScriptDirectory.from_config(config_for(locations))
+    foreign = {r for r in before if not _known(script, r)}
+    if foreign:
+        if set(script.get_heads()) <= before:
+            return
+        raise MigratedElsewhere(
+            f"{database} is migrated by its own Alembic environment (it holds "
+            f"{', '.join(sorted(foreign))}, which the bus does not know) and the bus's "
+            f"branch is behind there: run `alembic upgrade heads` in that environment"
+        )
     command.upgrade(config_for(locations, connection), "heads")
     after = current(connection)
     if after != before:
@@ -89,3 +107,10 @@ def migration_lock(connection: Connection, key: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(held, fcntl.LOCK_UN)
+
+
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except Exception:  # alembic.util.CommandError: not one of these folders' revisions
+        return False

@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common import cli
 from common.loop import run
-from common.migrations import current, heads
+from common.migrations import MigratedElsewhere, current, heads
 from topology.service import SERVICE_FAILURES, ServiceContext
 from topology.spec import TopologySpec
 from workers.api import Handler, HandlerNotFound, handler_for
@@ -38,7 +38,7 @@ Context = ServiceContext[WorkerSettings]
 # What a worker or this command can meet on starting, said in one line (never a traceback).
 FAILURES: cli.Failures = {
     **SERVICE_FAILURES,
-    (UsageError, HandlerNotFound, StoreSchemaError, CommandError): cli.lead(""),
+    (UsageError, HandlerNotFound, StoreSchemaError, CommandError, MigratedElsewhere): cli.lead(""),
     (SQLAlchemyError, OSError): cli.lead("a downstream store failed: "),
 }
 
@@ -151,5 +151,5 @@ def _migrate(
             at = current(conn)
     finally:
         engine.dispose()
-    state = "up to date" if at == newest else behind
+    state = "up to date" if newest <= at else behind
     return ", ".join(sorted(at)) or "(empty)", ", ".join(sorted(newest)), state
