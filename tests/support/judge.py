@@ -19,7 +19,6 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from sqlalchemy.engine import make_url
 
 from simulation.skus import POISON_PREFIX
@@ -63,6 +62,8 @@ def _connected(where: Where, schema: str | None = None) -> Iterator[Any]:
         with sqlite3.connect(where) as conn:
             yield conn
         return
+    import psycopg  # the postgres extra: only where a store is on PostgreSQL
+
     dsn = make_url(where).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn) as conn:
         if schema:

@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +18,7 @@ from producer.db import create_schema, make_engine, outbox
 from producer.outbox import Outbox
 from producer.relay import Relay
 from tests.support.polling import eventually
+from tests.support.required import skip_or_fail
 from topology.spec import TopologySpec
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -29,6 +29,10 @@ POSTGRES_ADMIN_URL = os.environ.get(
 @asynccontextmanager
 async def postgres_database() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for one test; yields its SQLAlchemy DSN."""
+    try:
+        import asyncpg
+    except ImportError:  # a SQLite-only install: no `postgres` extra
+        skip_or_fail("postgres", "the postgres extra is not installed (pip install '.[postgres]')")
     try:
         admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
