@@ -36,6 +36,11 @@ class Capacity:
         """Shards it takes: each shard feeds one process at a time."""
         return max(self.shards_now, self.processes)
 
+    def replicas(self) -> dict[str, int]:
+        """The same plan in an autoscaler's terms (deploy/k8s: KEDA's ScaledObject): at least
+        one replica, at most one per shard, and what the backlog takes."""
+        return {"min": 1, "max": self.shards, "wanted": min(self.processes, self.shards)}
+
     def caps(self) -> list[str]:
         """What limits the plan, in words."""
         out = []
@@ -66,5 +71,6 @@ class Capacity:
             "needed_per_s": round(self.needed_per_s, 1),
             "processes": self.processes,
             "shards": self.shards,
+            "replicas": self.replicas(),
             "caps": self.caps(),
         }

@@ -74,6 +74,12 @@ def _table(downstream: str, c: Capacity, measured: bool) -> Table:
     t.add_row("one process", f"{c.per_process:,.0f} events/s ({source})")
     now = f"now {c.processes_now} and {c.shards_now}"
     t.add_row("takes", f"{c.processes} process(es) and {c.shards} shard(s) ({now})")
+    r = c.replicas()
+    t.add_row(
+        "on Kubernetes",
+        f"replicas {r['wanted']} (KEDA minReplicaCount {r['min']}, maxReplicaCount {r['max']}: "
+        "a replica beyond the shards would consume nothing)",
+    )
     t.add_row("capped by", "\n".join(c.caps()))
     return t
 

@@ -3,7 +3,8 @@
 The workers never know of it: `python -m simulation workers` (or a test's `build`) puts it
 around each handler from outside (`simulated`). Before the real handler runs:
 - the file's `handler_time` is spent per event (per batch for a batching downstream);
-- a `POISON-` SKU fails for good and a `FLAKY<n>-` SKU fails n times (`simulation.skus`);
+- a `POISON-` SKU fails for good, a `FLAKY<n>-` SKU fails n times, and a `CRASH-` SKU kills
+  the process (`simulation.skus`);
 - an injected fault hook may raise, be slow or hang;
 - the outage switch fails every event while its file exists.
 """
@@ -11,6 +12,8 @@ around each handler from outside (`simulated`). Before the real handler runs:
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -75,6 +78,8 @@ class Simulated(Handler):
         if isinstance(event, OrderCreatedEvent):
             for item in event.payload.items:
                 marker = behaviour_of(item.sku)
+                if marker.crash:  # as a segfault in a native library would
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if marker.poison:
                     raise NonRetryableError(f"SKU {item.sku} cannot be handled")
                 if attempts < marker.transient_failures:

@@ -1,7 +1,9 @@
 """SKU markers the simulator plants and the simulated handlers obey.
 
 `FLAKY<n>-<sku>` fails transiently n times per downstream, then succeeds;
-`POISON-<sku>` fails with a permanent business error.
+`POISON-<sku>` fails with a permanent business error;
+`CRASH-<sku>` kills the worker process handling it (SIGKILL), every time: the poison that no
+handler can catch, which only the broker's delivery limit stops.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 POISON_PREFIX = "POISON-"
+CRASH_PREFIX = "CRASH-"
 _FLAKY = re.compile(r"^FLAKY(\d{1,2})-")
 
 
@@ -19,6 +22,7 @@ class SkuBehaviour:
 
     poison: bool = False
     transient_failures: int = 0
+    crash: bool = False
 
 
 def flaky_sku(sku: str, failures: int) -> str:
@@ -37,6 +41,8 @@ def behaviour_of(sku: str) -> SkuBehaviour:
     """Read the marker of a SKU."""
     if sku.startswith(POISON_PREFIX):
         return SkuBehaviour(poison=True)
+    if sku.startswith(CRASH_PREFIX):
+        return SkuBehaviour(crash=True)
     if m := _FLAKY.match(sku):
         return SkuBehaviour(transient_failures=int(m.group(1)))
     return SkuBehaviour()

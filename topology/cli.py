@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
 from broker.management import ManagementClient
-from common.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING, duration
-from topology import replicas, reshard
+from common.cli import EXIT_ERROR, EXIT_OK, EXIT_PENDING, duration, package_version
+from topology import kubernetes, monitoring, reference, replicas, reshard, workloads
+from topology.access import desired_users
 from topology.apply import MigrationRequired, apply_plan, plan_against
 from topology.commands import Command, Context
 from topology.compile import compile_topology
@@ -19,6 +21,7 @@ from topology.contract import asyncapi, file_schema
 from topology.diagram import document
 from topology.export import definitions
 from topology.plan import Action, Change, Plan, Reshard
+from topology.render import yaml_documents
 
 _STYLE = {
     Action.CREATE: ("+", "green"),
@@ -175,9 +178,138 @@ def _apply_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_export(args: argparse.Namespace, ctx: Context) -> int:
-    """Print definitions JSON for `rabbitmqctl import_definitions`."""
-    print(json.dumps(definitions(compile_topology(ctx.spec), ctx.vhost), indent=2))
+    """Print definitions JSON for `rabbitmqctl import_definitions`, or the Messaging Topology
+    Operator's resources (YAML)."""
+    objects = compile_topology(ctx.spec)
+    if args.format == "k8s":
+        resources = kubernetes.resources(
+            ctx.spec,
+            objects,
+            ctx.vhost,
+            desired_users(ctx.spec),
+            cluster=args.cluster,
+            namespace=args.namespace,
+        )
+        print(yaml_documents(resources, _K8S_HEADER.format(path=_shown(ctx.path))), end="")
+        return EXIT_OK
+    print(json.dumps(definitions(objects, ctx.vhost), indent=2))
     return EXIT_OK
+
+
+_K8S_HEADER = """The topology of {path} as RabbitMQ Messaging Topology Operator resources
+(python -m topology export --format k8s). Queues and the vhost carry deletionPolicy: retain:
+deleting one of these resources never deletes a queue's messages. Every password comes from the
+Secret a User names (keys username and password, label rabbitmq.com/topology-operator: "true").
+Resharding and removing a downstream: docs/deploy.md#kubernetes."""
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=["json", "k8s"],
+        default="json",
+        help="json: a definitions document; k8s: Messaging Topology Operator resources "
+        "(default: json)",
+    )
+    _k8s_common(parser)
+
+
+def _k8s_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster",
+        default="rabbitmq",
+        help="the RabbitmqCluster the resources belong to (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--namespace",
+        default="order-event-bus",
+        help="the namespace of the resources (default: %(default)s)",
+    )
+
+
+def run_k8s(args: argparse.Namespace, ctx: Context) -> int:
+    """Write deploy/k8s: the topology, the workers, their autoscaling, the relay, monitoring."""
+    spec, out = ctx.spec, args.out
+    ns, image = args.namespace, args.image
+    objects = compile_topology(spec)
+    topology = kubernetes.resources(
+        spec, objects, ctx.vhost, desired_users(spec), cluster=args.cluster, namespace=ns
+    )
+    header = (
+        f"Generated from {_shown(ctx.path)} by python -m topology k8s; edit the file, not this."
+    )
+    files = {
+        "topology.yaml": (topology, _K8S_HEADER.format(path=_shown(ctx.path))),
+        "config.yaml": (workloads.config_map(ctx.path.read_text(), ns), header),
+        "workers.yaml": (workloads.workers(spec, ns, image), header),
+        "autoscaling.yaml": (workloads.scalers(spec, ns, ctx.vhost), header),
+        "relay.yaml": (workloads.relay(ns, image), header),
+        "monitoring.yaml": (workloads.monitoring(ns), header),
+        "topology-job.yaml": (
+            workloads.topology_job(ns, image),
+            header + "\nWhere the Messaging Topology Operator does not run: apply this Job "
+            "instead of topology.yaml.",
+        ),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name, (resources, text) in files.items():
+        (out / name).write_text(yaml_documents(resources, text))
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": ns,
+        "resources": [n for n in files if n != "topology-job.yaml"],
+    }
+    (out / "kustomization.yaml").write_text(yaml_documents([kustomization], header))
+    ctx.out.print(f"wrote {len(files) + 1} files to {out}", highlight=False)
+    return EXIT_OK
+
+
+def run_monitoring(args: argparse.Namespace, ctx: Context) -> int:
+    """Write monitoring/alerts.yml and monitoring/prometheus.yml from the file."""
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    source = f"Generated from {_shown(ctx.path)} by python -m topology monitoring; edit the file."
+    (out / "alerts.yml").write_text(
+        yaml_documents(
+            [monitoring.alert_rules(ctx.spec)],
+            source + "\nThe bus's alert rules; each names its runbook in docs/operations.md.",
+        )
+    )
+    (out / "prometheus.yml").write_text(
+        yaml_documents(
+            [monitoring.scrape_config(ctx.spec)],
+            source + "\nPrometheus for docker compose: the broker, every worker, the relay.",
+        )
+    )
+    ctx.out.print(f"wrote alerts.yml and prometheus.yml to {out}", highlight=False)
+    return EXIT_OK
+
+
+def _monitoring_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path("monitoring"), help="the folder (default: %(default)s)"
+    )
+
+
+def _shown(path: Path) -> str:
+    """A path as a generated file names it: relative to here, never this machine's."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path.name
+
+
+def _k8s_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out", type=Path, default=Path("deploy/k8s"), help="the folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--image",
+        default=f"order-event-bus:{package_version()}",
+        help="the bus's image (default: %(default)s)",
+    )
+    _k8s_common(parser)
 
 
 def run_diagram(args: argparse.Namespace, ctx: Context) -> int:
@@ -193,9 +325,21 @@ def run_asyncapi(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def run_schema(args: argparse.Namespace, ctx: Context) -> int:
-    """Print docs/topology.schema.json: the topology file's JSON Schema, for editors."""
+    """Print docs/topology.schema.json: the topology file's JSON Schema, for editors (or, with
+    --markdown, docs/configuration.md's tables of the file's keys)."""
+    if args.markdown:
+        print(reference.markdown(), end="")
+        return EXIT_OK
     print(json.dumps(file_schema(), indent=2))
     return EXIT_OK
+
+
+def _schema_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the file's keys as Markdown tables (docs/configuration.md's reference)",
+    )
 
 
 COMMANDS = [
@@ -210,9 +354,25 @@ COMMANDS = [
     ),
     Command(
         "export",
-        "print definitions JSON for rabbitmqctl import_definitions",
+        "print definitions JSON for rabbitmqctl import_definitions, or --format k8s: the "
+        "Messaging Topology Operator's resources",
         run_export,
+        _export_arguments,
         json=True,
+    ),
+    Command(
+        "monitoring",
+        "write monitoring/alerts.yml and prometheus.yml: alert rules and scrape targets for "
+        "the file's downstreams",
+        run_monitoring,
+        _monitoring_arguments,
+    ),
+    Command(
+        "k8s",
+        "write deploy/k8s: the topology's operator resources, the workers, KEDA autoscaling, "
+        "the relay and monitoring",
+        run_k8s,
+        _k8s_arguments,
     ),
     Command("diagram", "print docs/topology.md (Mermaid diagrams of the file)", run_diagram),
     Command(
@@ -222,7 +382,11 @@ COMMANDS = [
         json=True,
     ),
     Command(
-        "schema", "print docs/topology.schema.json (the file's JSON Schema)", run_schema, json=True
+        "schema",
+        "print docs/topology.schema.json (the file's JSON Schema)",
+        run_schema,
+        _schema_arguments,
+        json=True,
     ),
 ]
 

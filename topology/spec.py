@@ -200,6 +200,9 @@ class DownstreamSpec(_Spec):
     like any transient failure."""
     batch: BatchSpec | None = None
     """Batch events into one handler call and one transaction (null: one event a call)."""
+    latency_objective: Annotated[DurationMs, Field(ge=1)] = 60_000
+    """The p99 of end-to-end latency (applied minus occurred_at) above which the alert
+    BusLatencyHigh fires after 10 minutes."""
     scale_out_lag: Annotated[int, Field(ge=1)] = 10_000
     """Lag in messages past which the workers recommend another process
     (`bus_worker_scale_out_recommended`)."""

@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.monitoring import alert_rules
 from tests.support.polling import eventually
+from tests.support.required import skip_or_fail
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,11 +39,11 @@ def _docker_compose() -> list[str]:
     """The compose command, or a skip saying what is missing."""
     docker = shutil.which("docker")
     if docker is None:
-        pytest.skip("no docker CLI on this machine")
+        skip_or_fail("docker", "no docker CLI on this machine")
     if subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
-        pytest.skip("the docker CLI here has no compose plugin")
+        skip_or_fail("docker", "the docker CLI here has no compose plugin")
     if subprocess.run([docker, "info"], capture_output=True).returncode != 0:
-        pytest.skip("no Docker engine answers on this machine")
+        skip_or_fail("docker", "no Docker engine answers on this machine")
     return [docker, "compose"]
 
 

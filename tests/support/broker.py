@@ -42,7 +42,8 @@ def _answers(settings: Settings) -> bool:
     return "x-consistent-hash" in types
 
 
-def _docker_answers() -> bool:
+def docker_answers() -> bool:
+    """Whether a Docker engine answers here (not only the docker CLI)."""
     if not shutil.which("docker"):
         return False
     return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
@@ -55,8 +56,15 @@ def find_broker() -> Iterator[Broker]:
     if _answers(settings):
         yield Broker(settings.amqp_url, settings.rabbitmq_management_url)
         return
-    if not _docker_answers():
+    if not docker_answers():
         raise RuntimeError(NO_BROKER.format(url=settings.amqp_url))
+    with pinned_broker() as pinned:
+        yield pinned
+
+
+@contextlib.contextmanager
+def pinned_broker() -> Iterator[Broker]:
+    """The pinned RabbitMQ image in a container, with the bus's plugins (needs Docker)."""
     from testcontainers.rabbitmq import RabbitMqContainer
 
     container = (

@@ -13,7 +13,14 @@ import pytest
 from broker.management import ManagementClient
 from common.settings import with_vhost
 from tests.support import topologies
-from tests.support.broker import Broker, find_broker
+from tests.support.broker import (
+    RABBITMQ_IMAGE,
+    Broker,
+    docker_answers,
+    find_broker,
+    pinned_broker,
+)
+from tests.support.required import skip_or_fail
 from topology.apply import apply_plan, plan_against
 from topology.compile import compile_topology
 from topology.spec import TopologySpec
@@ -56,9 +63,36 @@ class Vhost:
         monkeypatch.setenv("RABBITMQ_MANAGEMENT_URL", self.management_url)
 
 
+# The brokers a test marked `@pytest.mark.parametrize("vhost", BROKERS, indirect=True)` runs
+# on: the suite's own, and the version compose pins (where a Docker engine answers).
+LOCAL, PINNED = "local", f"rabbitmq-{RABBITMQ_IMAGE.split(':')[1].split('-')[0]}"
+BROKERS = [LOCAL, PINNED]
+
+
+@pytest.fixture(scope="session")
+def pinned() -> Iterator[tuple[Broker, ManagementClient]]:
+    """The pinned RabbitMQ image, for the tests that must also pass on it."""
+    if not docker_answers():
+        skip_or_fail(
+            "docker",
+            f"no Docker engine answers here: the pinned {RABBITMQ_IMAGE} container cannot run "
+            "(where one answers, scripts/test runs these tests on it too)",
+        )
+    with pinned_broker() as found, ManagementClient(found.management_url) as client:
+        yield found, client
+
+
 @pytest.fixture
-def vhost(broker: Broker, management: ManagementClient) -> Iterator[Vhost]:
-    """A vhost created for this test through the management API, deleted after it."""
+def vhost(request: pytest.FixtureRequest) -> Iterator[Vhost]:
+    """A vhost created for this test through the management API, deleted after it (on the
+    suite's broker, or on the pinned one when the test is parametrized with BROKERS)."""
+    if getattr(request, "param", LOCAL) == PINNED:
+        broker, management = request.getfixturevalue("pinned")
+    else:
+        broker, management = (
+            request.getfixturevalue("broker"),
+            request.getfixturevalue("management"),
+        )
     name = f"test-{uuid.uuid4().hex[:12]}"
     management.create_vhost(name)
     try:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from simulation.handlers import FaultHook, simulated
 from topology.spec import TopologySpec
@@ -72,3 +73,23 @@ async def inventory_store(store_dir: Path, spec: TopologySpec) -> DownstreamStor
     return await DownstreamStore.open(
         "inventory", handler.metadata, None, store_dir, handler.revisions
     )
+
+
+class InboxRow(NamedTuple):
+    """An inbox row as `by_order` reads it."""
+
+    order_id: str
+    seq: int
+
+
+def store_inbox(store: Path) -> list[InboxRow]:
+    """(order_id, seq) of a SQLite store's inbox in application order, read from another
+    process's store ([] while it has none)."""
+    if not store.exists():
+        return []
+    with sqlite3.connect(store) as db:
+        try:
+            rows = db.execute("SELECT order_id, seq FROM inbox ORDER BY applied_at_us").fetchall()
+        except sqlite3.OperationalError:  # the worker has not created its tables yet
+            return []
+    return [InboxRow(o, s) for o, s in rows]

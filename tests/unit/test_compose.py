@@ -9,8 +9,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support.required import skip_or_fail
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 
@@ -54,10 +55,10 @@ def test_no_host_port_is_published_twice() -> None:
 def test_docker_compose_accepts_the_file() -> None:
     docker = shutil.which("docker")
     if docker is None:
-        pytest.skip("no docker CLI on this machine")
+        skip_or_fail("docker", "no docker CLI on this machine")
     probe = subprocess.run([docker, "compose", "version"], capture_output=True, check=False)
     if probe.returncode != 0:
-        pytest.skip("the docker CLI here has no compose plugin")
+        skip_or_fail("docker", "the docker CLI here has no compose plugin")
     for profile in ([], ["--profile", "cluster"]):
         done = subprocess.run(
             [docker, "compose", "-f", str(COMPOSE), *profile, "config", "-q"],

@@ -100,3 +100,14 @@ def test_the_slugs_follow_github() -> None:
 def test_the_readme_is_a_front_page() -> None:
     size = len((ROOT / "README.md").read_text())
     assert size <= README_LIMIT, f"README.md is {size:,} characters; at most {README_LIMIT:,}"
+
+
+def test_every_test_the_docs_name_exists() -> None:
+    """A doc that says which test proves a claim names a test that is there."""
+    named = re.compile(r"`(tests/[\w/]+\.py)(?:::(\w+))?`")
+    for doc in [ROOT / "docs" / "rabbitmq-versions.md", ROOT / "docs" / "design.md"]:
+        for path, name in named.findall(doc.read_text()):
+            file = ROOT / path
+            assert file.exists(), f"{doc.name} names {path}, which does not exist"
+            if name:
+                assert f"def {name}(" in file.read_text(), f"{doc.name} names {path}::{name}"

@@ -46,10 +46,24 @@ def test_the_name_reader_sees_names_and_skips_functions_and_label_values() -> No
     assert mon.metric_names(expr) == {"bus_x_total", "up", "rabbitmq_y"}
 
 
-def test_the_dashboard_covers_what_on_call_needs_from_the_provisioned_source() -> None:
-    uid = yaml.safe_load(mon.DATASOURCES.read_text())["datasources"][0]["uid"]
+def test_the_dashboard_imports_into_any_grafana_and_filters_by_downstream() -> None:
+    variables = {v["name"]: v for v in mon.dashboard()["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    downstream = variables["downstream"]
+    assert downstream["multi"] and downstream["includeAll"]
+    assert "downstream" in downstream["query"]["query"]
+    # No data source named by uid: every panel and query takes the variable.
+    for panel in mon.dashboard()["panels"]:
+        if "datasource" in panel:
+            assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
     targets = mon.dashboard_targets()
-    assert all(t["datasource"]["uid"] == uid and t["expr"] for t in targets)
+    assert all(t["datasource"]["uid"] == "${datasource}" and t["expr"] for t in targets)
+    per_downstream = [t["expr"] for t in targets if "bus_worker_" in t["expr"]]
+    assert per_downstream and all('downstream=~"$downstream"' in e for e in per_downstream)
+
+
+def test_the_dashboard_covers_what_on_call_needs() -> None:
     panels = [p for p in mon.dashboard()["panels"] if p["type"] != "row"]
     titles = " | ".join(p["title"].lower() for p in panels)
     for needed in (
@@ -76,6 +90,12 @@ def test_every_alert_names_its_severity_and_what_to_do() -> None:
         "BusDeadLettersGrowing",
         "BusShardWithoutConsumer",
         "BusOutboxBacklogGrowing",
+        "BusDownstreamNotRunning",
+        "BusRelayDown",
+        "BusUnroutableEvents",
+        "BusBrokerAlarm",
+        "BusLatencyHigh",
+        "BusRepublishNacked",
     } <= names
     for rule in rules:
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]

@@ -1,5 +1,6 @@
-"""`python -m workers [run] all | <downstream> ...` (consume until SIGTERM/SIGINT) and
-`python -m workers migrate`: the downstreams' workers, and their stores' migrations."""
+"""`python -m workers [run] all | <downstream> ...` (consume until SIGTERM/SIGINT),
+`python -m workers migrate` and `python -m workers ready`: the downstreams' workers, their
+stores' migrations, and a healthcheck."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from topology.service import ServiceContext, service_context
 from workers.process.app import HandlerWrap, Workers, build
 from workers.process.launch import WORKERS
 from workers.process.migrate_cli import FAILURES, MIGRATE
+from workers.process.ready import READY
 from workers.process.settings import WorkerSettings
 from workers.process.supervisor import run_processes
 
@@ -82,7 +84,7 @@ RUN = cli.Command[Context](
 
 def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
     """The command-line parser."""
-    return cli.build_parser(prog, __doc__, [RUN, MIGRATE], [cli.FILE], default="run")
+    return cli.build_parser(prog, __doc__, [RUN, MIGRATE, READY], [cli.FILE], default="run")
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m workers") -> int:

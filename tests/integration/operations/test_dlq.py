@@ -15,7 +15,7 @@ from events import AnyEvent
 from operations.cli import main
 from tests.support.amqp import depth, publish_events
 from tests.support.factories import order_events
-from tests.support.fixtures import Vhost
+from tests.support.fixtures import BROKERS, Vhost
 from tests.support.polling import eventually
 from tests.support.workers import by_order, running_workers
 from topology import names
@@ -23,7 +23,8 @@ from topology.spec import TopologySpec
 from workers.api import NonRetryableError
 from workers.process.app import Workers
 
-pytestmark = pytest.mark.integration
+# On the suite's broker, and on the version compose pins where a Docker engine answers.
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("vhost", BROKERS, indirect=True)]
 D = "inventory"
 DLQ = names.dlq(D)
 

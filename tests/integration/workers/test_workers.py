@@ -14,7 +14,7 @@ from broker.objects import BindingDef
 from events import AnyEvent, encode
 from tests.support.amqp import publish_confirmed, publish_events, take_all
 from tests.support.factories import order_events
-from tests.support.fixtures import Vhost
+from tests.support.fixtures import BROKERS, Vhost
 from tests.support.polling import eventually
 from tests.support.producer import postgres_database
 from tests.support.workers import by_order, counts_are, metric, running_workers
@@ -83,6 +83,7 @@ async def test_ordering_under_transient_failures(
             assert retried - deferred == sum(flaky.values()), worker.name
 
 
+@pytest.mark.parametrize("vhost", BROKERS, indirect=True)
 async def test_poison_parks_the_order_and_everything_else_applies(
     vhost: Vhost, fast_spec: TopologySpec, tmp_path: Path
 ) -> None:

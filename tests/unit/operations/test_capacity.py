@@ -22,6 +22,9 @@ def test_what_keeps_arriving_adds_to_the_rate_needed() -> None:
     plan = Capacity(3_600_000, 3600, 500.0, 1000.0, 1, 4)
     assert plan.needed_per_s == 1500 and plan.processes == 2 and plan.shards == 4
     assert not any("raise" in cap for cap in plan.caps())
+    # In the autoscaler's terms: up to a replica per shard, two of them wanted.
+    assert plan.replicas() == {"min": 1, "max": 4, "wanted": 2}
+    assert Capacity(100_000_000, 3600, 0.0, 1750.0, 2, 4).replicas()["max"] == 16
 
 
 def test_past_the_files_shard_limit_the_cap_says_how_long_it_takes() -> None:

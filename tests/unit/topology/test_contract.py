@@ -18,6 +18,7 @@ from events import encode
 from events.models import EventType
 from simulation.planned import plan_order
 from tests.support.factories import order_events
+from topology import reference
 from topology.contract import asyncapi, file_schema, message_name
 from topology.spec import DEFAULT_TOPOLOGY_FILE, load_spec
 
@@ -238,3 +239,11 @@ def test_every_key_of_the_file_schema_has_a_description() -> None:
 
     visit(schema, "")
     assert not missing, missing
+
+
+def test_the_configuration_guide_lists_every_key_as_the_models_describe_it() -> None:
+    guide = (ROOT / "docs" / "configuration.md").read_text()
+    begin, end = guide.index(reference.BEGIN), guide.index(reference.END) + len(reference.END)
+    assert guide[begin:end] + "\n" == reference.markdown(), (
+        "docs/configuration.md's keys are stale: paste `python -m topology schema --markdown`"
+    )
