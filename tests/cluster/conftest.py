@@ -32,7 +32,11 @@ def cluster_vhost(cluster: Cluster) -> Iterator[Vhost]:
     cluster.client.create_vhost(name)
     try:
         yield Vhost(
-            name, with_vhost(cluster.amqp_url, name), cluster.management_url, cluster.client
+            name,
+            with_vhost(cluster.amqp_url, name),
+            cluster.management_url,
+            cluster.client,
+            cluster.metrics_url,
         )
     finally:
         cluster.heal()

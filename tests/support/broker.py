@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from broker.management import ManagementClient, ManagementError
-from common.settings import Settings
+from common.settings import Settings, addresses
 
 # Pinned: the suite proves broker behaviour, so the broker version must not drift.
 RABBITMQ_IMAGE = "rabbitmq:4.3.7-management"
@@ -25,10 +26,11 @@ NO_BROKER = (
 
 @dataclass(frozen=True)
 class Broker:
-    """Where the suite's broker answers."""
+    """Where the suite's broker answers: AMQP, the management API, Prometheus' scrape."""
 
     amqp_url: str
     management_url: str
+    metrics_url: str
 
 
 def _answers(settings: Settings) -> bool:
@@ -54,7 +56,10 @@ def find_broker() -> Iterator[Broker]:
     """Yield a broker for the session, or raise RuntimeError saying how to get one."""
     settings = Settings()
     if _answers(settings):
-        yield Broker(settings.amqp_url, settings.rabbitmq_management_url)
+        # rabbitmq_prometheus listens beside the management API (rabbitmq/rabbitmq.conf).
+        host = urlsplit(addresses(settings.rabbitmq_management_url)[0]).hostname or "localhost"
+        metrics = os.environ.get("BUS_BROKER_METRICS_URL", f"http://{host}:15692")
+        yield Broker(settings.amqp_url, settings.rabbitmq_management_url, metrics)
         return
     if not docker_answers():
         raise RuntimeError(NO_BROKER.format(url=settings.amqp_url))
@@ -69,11 +74,12 @@ def pinned_broker() -> Iterator[Broker]:
 
     container = (
         RabbitMqContainer(RABBITMQ_IMAGE)
-        .with_exposed_ports(5672, 15672)
+        .with_exposed_ports(5672, 15672, 15692)
         .with_volume_mapping(str(RABBITMQ_DIR / "enabled_plugins"), "/etc/rabbitmq/enabled_plugins")
     )
     with container:
         host = container.get_container_host_ip()
         amqp = f"amqp://guest:guest@{host}:{container.get_exposed_port(5672)}/"
         mgmt = f"http://guest:guest@{host}:{container.get_exposed_port(15672)}"
-        yield Broker(amqp, mgmt)
+        metrics = f"http://{host}:{container.get_exposed_port(15692)}"
+        yield Broker(amqp, mgmt, metrics)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from broker.management import ManagementClient, ManagementError
 from common.settings import addresses
@@ -42,6 +43,12 @@ class Cluster:
     amqp_url: str
     management_url: str
     client: ManagementClient
+
+    @property
+    def metrics_url(self) -> str:
+        """Node 1's Prometheus endpoint (scripts/cluster-up: management 1568n, metrics 1579n)."""
+        first = urlsplit(addresses(self.management_url)[0])
+        return f"http://{first.hostname}:{(first.port or 15681) + 110}"
 
     def node_names(self) -> list[str]:
         """Every member's node name, in node order."""

@@ -51,6 +51,7 @@ class Vhost:
     amqp_url: str
     management_url: str
     client: ManagementClient
+    metrics_url: str  # the broker's Prometheus endpoint (rabbitmq_prometheus)
 
     def apply(self, spec: TopologySpec) -> None:
         """Apply a topology spec to this vhost."""
@@ -96,7 +97,13 @@ def vhost(request: pytest.FixtureRequest) -> Iterator[Vhost]:
     name = f"test-{uuid.uuid4().hex[:12]}"
     management.create_vhost(name)
     try:
-        yield Vhost(name, with_vhost(broker.amqp_url, name), broker.management_url, management)
+        yield Vhost(
+            name,
+            with_vhost(broker.amqp_url, name),
+            broker.management_url,
+            management,
+            broker.metrics_url,
+        )
     finally:
         management.delete_vhost(name)
 

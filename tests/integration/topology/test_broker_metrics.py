@@ -3,8 +3,6 @@ every rabbitmq_ metric the dashboard and the alert rules read, for the bus's que
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import httpx
 import pytest
 
@@ -15,7 +13,6 @@ from topology import names
 from topology.spec import TopologySpec
 
 pytestmark = pytest.mark.integration
-PROMETHEUS_PORT = 15692  # rabbitmq_prometheus's listener (rabbitmq/enabled_plugins)
 
 
 async def test_the_per_queue_scrape_has_what_the_dashboard_and_alerts_read(
@@ -23,10 +20,14 @@ async def test_the_per_queue_scrape_has_what_the_dashboard_and_alerts_read(
 ) -> None:
     vhost.apply(fast_spec)
     path, params = mon.detailed_scrape()
-    url = f"http://{urlsplit(vhost.management_url).hostname}:{PROMETHEUS_PORT}{path}"
+    url = f"{vhost.metrics_url}{path}"  # the broker under test, wherever it is
     wanted = set().union(*(mon.metric_names(e) for e in mon.expressions()))
-    broker_names = {n for n in wanted if n.startswith("rabbitmq_")}
+    broker_names = {n for n in wanted if n.startswith("rabbitmq_detailed_")}
     assert broker_names
+    # The node-wide ones (the alarms) come from the aggregated endpoint.
+    node_names = {n for n in wanted if n.startswith("rabbitmq_") and n not in broker_names}
+    node = httpx.get(f"{vhost.metrics_url}/metrics", timeout=10).text
+    assert node_names and all(f"\n{n} " in node or node.startswith(f"{n} ") for n in node_names)
 
     def scraped() -> dict[str, set[str]]:
         text = httpx.get(url, params={**params, "vhost": vhost.name}, timeout=10).text
