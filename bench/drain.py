@@ -21,10 +21,22 @@ from typing import Any
 import psycopg
 import yaml
 
+from bench.ceiling import node_consumer
 from bench.common import Target, fresh_vhost, publish_all
-from bench.measure import HIGH, LOW, Mark, Steady, parse_marks, steady, tree_cpu
+from bench.measure import (
+    HIGH,
+    LOW,
+    Mark,
+    Report,
+    Steady,
+    parse_marks,
+    parse_report,
+    steady,
+    tree_cpu,
+)
 from events import AnyEvent
 from simulation.launch import simulated_worker_command
+from topology import names
 from topology.spec import TopologySpec
 from workers.process.launch import worker_env
 
@@ -195,3 +207,68 @@ def _run(args: list[str], env: dict[str, str]) -> str:
     if done.returncode:
         raise RuntimeError(f"{args[2]} failed: {done.stderr[-2000:]}")
     return done.stdout
+
+
+@dataclass(frozen=True)
+class PerDownstream:
+    """Consumers a process per downstream: each downstream's rate from its first event to its
+    last, and the CPU per event of every process."""
+
+    rates: dict[str, float]
+    cpu_us_per_event: float
+    processes: int
+
+    @property
+    def slowest(self) -> float:
+        """The slowest downstream's events/s: the bus is as fast as its slowest downstream."""
+        return min(self.rates.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, rounded."""
+        return {
+            "slowest_events_per_s": round(self.slowest),
+            "events_per_s": {d: round(r) for d, r in self.rates.items()},
+            "cpu_us_per_event": round(self.cpu_us_per_event, 1),
+            "processes": self.processes,
+        }
+
+
+def peers_per_downstream(b: Backlog, kind: str) -> PerDownstream | None:
+    """A raw consumer process per downstream (`aio-pika`: python -m bench.consume; `node`:
+    amqplib), all at once; None when that kind cannot run here (node missing)."""
+    env = worker_env(b.amqp_url, b.topology_file, b.tmp)
+    commands: dict[str, list[str]] = {}
+    for d in b.downstreams:
+        if kind == "node":
+            script = node_consumer()
+            if script is None:
+                return None
+            shards = ",".join(names.shard(d, i) for i in range(b.spec.downstreams[d].shards))
+            prefetch = str(b.spec.downstreams[d].prefetch)
+            commands[d] = ["node", str(script), b.amqp_url, str(b.per_downstream), prefetch, shards]
+        else:
+            args = [b.amqp_url, str(b.topology_file), str(b.per_downstream), d]
+            commands[d] = [sys.executable, "-m", "bench.consume", *args]
+    procs = {
+        d: subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for d, cmd in commands.items()
+    }
+    reports: dict[str, Report] = {}
+    for d, proc in procs.items():
+        out, err = proc.communicate(timeout=DRAIN_TIMEOUT)
+        if proc.returncode:
+            raise RuntimeError(f"{commands[d][:3]} failed: {err[-2000:]}")
+        reports[d] = parse_report(out)
+    cpu = [r.steady().cpu_us_per_event for r in reports.values()]
+    return PerDownstream(
+        {d: r.span_rate for d, r in reports.items()}, sum(cpu) / len(cpu), len(procs)
+    )
+
+
+def bus_per_downstream(b: Backlog, *args: str, expected: int | None = None) -> PerDownstream:
+    """`python -m workers <args>` (a process per downstream for `all`) draining the backlog:
+    each downstream's rate from its first applied event to its last, and CPU per event."""
+    drained = bus(b, *args, expected=expected)
+    return PerDownstream(
+        {d: float(r) for d, r in catch_up(b).items()}, drained.cpu_us_per_event, len(b.downstreams)
+    )

@@ -89,21 +89,50 @@ class SelfMarks:
         self.done = 0
         self.marks: list[Mark] = []
         self._next = LOW * total
+        self.first: float | None = None
+        self.last: float | None = None
 
     def hit(self, n: int = 1) -> bool:
         """Count n units of work; True once all are done."""
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
         self.done += n
         if self.done >= self._next and len(self.marks) < 2:
-            self.marks.append(Mark(time.perf_counter(), self.done, own_cpu()))
+            self.marks.append(Mark(now, self.done, own_cpu()))
             self._next = HIGH * self.total if len(self.marks) == 1 else float("inf")
         return self.done >= self.total
 
     def report(self) -> str:
-        """The two marks as one JSON line."""
-        return json.dumps([asdict(m) for m in self.marks])
+        """The two marks and the span from the first unit of work to the last, as JSON."""
+        span = {"first": self.first, "last": self.last, "done": self.done}
+        return json.dumps({"marks": [asdict(m) for m in self.marks], "span": span})
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a peer measured of itself."""
+
+    low: Mark
+    high: Mark
+    span_rate: float  # units of work per second, from the first to the last
+
+    def steady(self, downstreams: int = 1) -> Steady:
+        """Its steady window."""
+        return steady(self.low, self.high, downstreams)
+
+
+def parse_report(text: str) -> Report:
+    """The report a peer printed (its last line of output)."""
+    loaded = json.loads(text.strip().splitlines()[-1])
+    low, high = (Mark(**m) for m in loaded["marks"])
+    span = loaded["span"]
+    rate = span["done"] / max(span["last"] - span["first"], 1e-6)
+    return Report(low, high, rate)
 
 
 def parse_marks(text: str) -> tuple[Mark, Mark]:
     """The marks a peer printed (its last line of output)."""
-    low, high = (Mark(**m) for m in json.loads(text.strip().splitlines()[-1]))
-    return low, high
+    report = parse_report(text)
+    return report.low, report.high

@@ -96,6 +96,79 @@ def end_to_end(names: list[str], orders: int) -> dict[str, Any]:
     return report
 
 
+def process_per_downstream(names: list[str], orders: int, rounds: int) -> dict[str, Any]:
+    """Every downstream at 0 ms, a process per downstream on both sides, as a user runs them:
+    `python -m workers all` beside raw aio-pika consumers (prefetch from the file, multiple
+    ack every 50) and the Node amqplib ceiling; the slowest downstream's rate from its first
+    event to its last counts. Alternating rounds, medians."""
+    data, events = variant_data(names, handler_time="0ms"), events_for(orders)
+    rows: dict[str, list[drain.PerDownstream]] = {"raw": [], "bus": [], "node": []}
+    for _ in range(rounds):
+        with drain.backlog(data, events) as b:
+            raw = drain.peers_per_downstream(b, "aio-pika")
+            assert raw is not None
+            rows["raw"].append(raw)
+        with drain.backlog(data, events) as b:
+            rows["bus"].append(drain.bus_per_downstream(b, "all"))
+        with drain.backlog(data, events) as b:
+            node = drain.peers_per_downstream(b, "node")
+            if node is not None:
+                rows["node"].append(node)
+
+    def median(kind: str) -> dict[str, Any] | None:
+        if not rows[kind]:
+            return None
+        ordered = sorted(rows[kind], key=lambda r: r.slowest)
+        return ordered[len(ordered) // 2].as_dict()
+
+    report: dict[str, Any] = {
+        "events_per_downstream": len(events),
+        "rounds": rounds,
+        "raw_aio_pika_process_per_downstream": median("raw"),
+        "bus_workers_all": median("bus"),
+        "node_amqplib_process_per_downstream": median("node")
+        or "node and npm are not installed: no ceiling row",
+    }
+    bus = statistics.median(r.slowest for r in rows["bus"])
+    report["ratio_to_raw"] = round(bus / statistics.median(r.slowest for r in rows["raw"]), 3)
+    if rows["node"]:
+        report["fraction_of_node"] = round(
+            bus / statistics.median(r.slowest for r in rows["node"]), 3
+        )
+    return report
+
+
+def poison_everywhere(
+    names: list[str], orders: int, rates: tuple[float, ...], pairs: int
+) -> dict[str, Any]:
+    """`python -m workers all` (five downstreams, 0 ms) with a share of orders poisoned beside
+    the same backlog with none, in interleaved pairs: the slowest downstream's healthy
+    events/s, from its first applied event to its last."""
+    data = variant_data(names, handler_time="0ms")
+    downstreams = len(names)
+    clean = events_for(orders)
+    out: dict[str, Any] = {"orders": orders, "processes": downstreams}
+    for rate in rates:
+        poisoned = events_for(orders, rate)
+        bad = {e.order_id for e in poisoned if e.seq == 1 and "POISON-" in e.model_dump_json()}
+        healthy = sum(1 for e in poisoned if e.order_id not in bad)
+        ratios, rounds = [], []
+        for _ in range(pairs):
+            with drain.backlog(data, clean) as b:
+                without = drain.bus_per_downstream(b, "all")
+            with drain.backlog(data, poisoned) as b:
+                with_poison = drain.bus_per_downstream(b, "all", expected=healthy * downstreams)
+            ratios.append(round(with_poison.slowest / without.slowest, 3))
+            rounds.append({"clean": without.as_dict(), "poisoned": with_poison.as_dict()})
+        out[f"{rate:.0%}"] = {
+            "poisoned_orders": len(bad),
+            "rounds": rounds,
+            "ratios": ratios,
+            "ratio_median": statistics.median(ratios),
+        }
+    return out
+
+
 def inventory_2ms(orders: int) -> dict[str, Any]:
     """inventory at its handling time against the ideal, capped by the raw ceiling."""
     data = variant_data(["inventory"])
@@ -206,6 +279,14 @@ async def main(orders: int, backlog: int, only: set[str]) -> dict[str, Any]:
         "poison": ("poison_cost", lambda: poison_cost(3 * orders)),
         "scale": ("scale_out", lambda: scale_out(orders)),
         "backlog": ("backlog_drain", lambda: backlog_drain(spec, backlog)),
+        "per_process": (
+            "process_per_downstream",
+            lambda: process_per_downstream(names, orders, 1 if orders < 5000 else 2),
+        ),
+        "poison_all": (
+            "poison_everywhere",
+            lambda: poison_everywhere(names, orders, (0.01, 0.05), 2),
+        ),
     }
     for key, (name, step) in steps.items():
         if key in only:
