@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -65,6 +65,46 @@ def by_order(rows: Iterable[Any]) -> dict[str, list[int]]:
     for row in rows:
         out.setdefault(row.order_id, []).append(row.seq)
     return out
+
+
+def out_of_order(rows: Iterable[Any], where: str = "") -> str | None:
+    """The orders whose applied seqs are not 1, 2, 3, ... in application order (a gap
+    applied, a seq applied twice or before its predecessor), in words; None when none are."""
+    wrong = {o: s for o, s in by_order(rows).items() if s != list(range(1, len(s) + 1))}
+    if not wrong:
+        return None
+    shown = ", ".join(f"{o}: {s}" for o, s in sorted(wrong.items())[:5])
+    return f"{where or 'a store'} applied {len(wrong)} order(s) out of seq order ({shown})"
+
+
+def applied_in_order(*stores: DownstreamStore) -> Callable[[], Awaitable[str | None]]:
+    """An invariant for `eventually(always=...)`: every store has applied each order's events
+    in seq order so far."""
+
+    async def violation() -> str | None:
+        for store in stores:
+            if found := out_of_order(await store.inbox_rows(), store.schema):
+                return found
+        return None
+
+    return violation
+
+
+def files_in_order(*paths: Path) -> Callable[[], str | None]:
+    """`applied_in_order` for SQLite stores that other processes write."""
+
+    def violation() -> str | None:
+        for path in paths:
+            if found := out_of_order(store_inbox(path), path.stem):
+                return found
+        return None
+
+    return violation
+
+
+def workers_in_order(workers: Workers) -> Callable[[], Awaitable[str | None]]:
+    """`applied_in_order` for every downstream of in-process workers."""
+    return applied_in_order(*(w.store for w in workers.workers))
 
 
 async def inventory_store(store_dir: Path, spec: TopologySpec) -> DownstreamStore:
