@@ -33,8 +33,7 @@ async def test_a_broken_invariant_fails_at_once_with_its_violation() -> None:
         await eventually(lambda: False, within=60, what="all applied", always=in_order)
     assert time.monotonic() - started < 1, "the violation waited for the time-out"
     assert str(failed.value) == (
-        "while waiting for all applied: inventory applied 1 order(s) out of seq order "
-        "(o-2: [2])"
+        "while waiting for all applied: inventory applied 1 order(s) out of seq order (o-2: [2])"
     )
 
 
