@@ -82,7 +82,8 @@ def dead_letters(exchange: FakeExchange) -> tuple[DeadLetters, FakeChannel]:
     for position, (order_id, seq) in enumerate(QUEUE):
         reason = "non-retryable" if seq == 1 else "blocked-by-predecessor"
         message = encode(ORDERS[order_id][seq - 1])
-        received = received_of(message, tag=position + 1, **{h.DEAD_REASON: reason})
+        message.headers = {**(message.headers or {}), h.DEAD_REASON: reason}
+        received = received_of(message, tag=position + 1)
         dead.messages.append(DeadMessage.read(received, 0, position))
     dead._held = [[m.tag for m in dead.messages]]
     return dead, page
