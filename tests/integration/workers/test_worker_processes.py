@@ -19,6 +19,7 @@ from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
+from tests.support.shards import sole_consumers
 from tests.support.workers import by_order, inbox_counts, inventory_store, running_workers
 from topology import names
 from topology.spec import TopologySpec
@@ -142,7 +143,7 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
     try:
         with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as first:
             owners = await eventually(
-                lambda: _owners(vhost, shards), what="the first process on every shard"
+                lambda: sole_consumers(vhost, shards), what="the first process on every shard"
             )
             assert set(owners.values()) == {first.pid}
             with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as second:
@@ -175,33 +176,10 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
         await store.close()
 
 
-async def _split(vhost: Vhost, shards: list[str], pids: set[int]) -> dict[str, int] | None:
+def _split(vhost: Vhost, shards: list[str], pids: set[int]) -> dict[str, int] | None:
     """Each shard's one consumer's pid, once every shard has one and they are all `pids`."""
-    owners = await _owners(vhost, shards)
+    owners = sole_consumers(vhost, shards)
     return owners if owners and set(owners.values()) == pids else None
-
-
-async def _owners(vhost: Vhost, shards: list[str]) -> dict[str, int] | None:
-    """The pid of the one consumer of each shard (None until each has exactly one)."""
-    names_by_connection = {
-        c["name"]: (c.get("client_properties") or {}).get("connection_name", "")
-        for c in vhost.client.connections(vhost.name)
-    }
-    owners = {}
-    for shard in shards:
-        queue = vhost.client.queue(vhost.name, shard) or {}
-        details = queue.get("consumer_details") or []
-        if len(details) != 1 or not details[0].get("active"):
-            return None
-        # The broker names connections by address; the worker's own name carries its pid.
-        channel = details[0].get("channel_details")
-        if not isinstance(channel, dict):  # [] until the stats of a new channel arrive
-            return None
-        name = names_by_connection.get(channel.get("connection_name", ""), "")
-        if not name.startswith("worker:"):
-            return None
-        owners[shard] = int(name.rsplit(":", 1)[-1])
-    return owners
 
 
 async def test_several_downstreams_run_a_process_each_and_stop_together(
