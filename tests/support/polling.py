@@ -19,6 +19,10 @@ Check = Callable[[], Any | Awaitable[Any]]
 Invariant = Callable[[], Any | Awaitable[Any]]
 
 
+class InvariantBroken(AssertionError):
+    """An invariant of `always=` was violated while waiting (not a time-out)."""
+
+
 async def _value(call: Callable[[], Any]) -> Any:
     result = call()
     if inspect.isawaitable(result):
@@ -50,7 +54,7 @@ async def eventually(
     deadline = time.monotonic() + within
     while True:
         if broken := await violation(always):
-            raise AssertionError(f"while waiting for {what}: {broken}")
+            raise InvariantBroken(f"while waiting for {what}: {broken}")
         result = await _value(check)
         if result:
             return result

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from events.headers import DeadReason
 from simulation.handlers import FaultHook, simulated
 from topology.spec import TopologySpec
 from workers.handlers.inventory import InventoryHandler
@@ -133,3 +134,20 @@ def store_inbox(store: Path) -> list[InboxRow]:
         except sqlite3.OperationalError:  # the worker has not created its tables yet
             return []
     return [InboxRow(o, s) for o, s in rows]
+
+
+def dead_lettered_at_most(workers: Workers, most: int) -> Callable[[], str | None]:
+    """An invariant: no downstream of in-process workers has dead-lettered more than `most`
+    events (0: any dead letter is one of a healthy order)."""
+
+    def violation() -> str | None:
+        for w in workers.workers:
+            count = sum(
+                metric(workers, "bus_worker_dead_lettered_total", w.name, reason=reason.value)
+                for reason in DeadReason
+            )
+            if count > most:
+                return f"{w.name} dead-lettered {count:.0f} event(s), more than the {most} expected"
+        return None
+
+    return violation

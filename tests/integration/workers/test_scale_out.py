@@ -24,7 +24,7 @@ from tests.support.polling import eventually
 from tests.support.processes import worker_process
 from tests.support.producer import postgres_database
 from tests.support.shards import member_pid, split_over
-from tests.support.workers import by_order
+from tests.support.workers import applied_in_order, by_order
 from topology import names
 from workers.handlers.inventory import InventoryHandler
 from workers.store.database import DownstreamStore
@@ -99,7 +99,12 @@ async def test_three_processes_share_a_downstream_through_a_kill_and_a_join(
             async def all_applied() -> bool:
                 return len(await store.inbox_rows()) >= 3 * ORDERS
 
-            await eventually(all_applied, within=120, what="every event applied")
+            await eventually(
+                all_applied,
+                within=120,
+                what="every event applied",
+                always=applied_in_order(store),
+            )
             final = await eventually(
                 lambda: split_over(store, {first.pid, third.pid, fourth.pid}, len(shards)),
                 within=30,

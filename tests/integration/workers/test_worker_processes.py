@@ -20,7 +20,15 @@ from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
 from tests.support.shards import sole_consumers
-from tests.support.workers import by_order, inbox_counts, inventory_store, running_workers
+from tests.support.workers import (
+    applied_in_order,
+    by_order,
+    files_in_order,
+    inbox_counts,
+    inventory_store,
+    running_workers,
+    workers_in_order,
+)
 from topology import names
 from topology.spec import TopologySpec
 from workers.handlers.inventory import InventoryHandler
@@ -56,7 +64,11 @@ async def test_sigkilled_worker_restarts_with_nothing_lost_or_applied_twice(
     try:
         with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as first:
             await publish_events(vhost.amqp_url, [e for o in orders for e in o])
-            await eventually(lambda: _over(store, 600), what="some events applied")
+            await eventually(
+                lambda: _over(store, 600),
+                what="some events applied",
+                always=applied_in_order(store),
+            )
             first.send_signal(signal.SIGKILL)
             first.wait(10)
         killed_at = await _count(store)
@@ -66,7 +78,10 @@ async def test_sigkilled_worker_restarts_with_nothing_lost_or_applied_twice(
             vhost.amqp_url, path, tmp_path, "inventory", metrics_port=port
         ) as second:
             await eventually(
-                lambda: _over(store, 2999), within=90, what="all applied after restart"
+                lambda: _over(store, 2999),
+                within=90,
+                what="all applied after restart",
+                always=applied_in_order(store),
             )
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
             applied = [
@@ -108,7 +123,10 @@ async def test_a_slow_downstream_delays_only_itself(vhost: Vhost, tmp_path: Path
     # The backlog is there before the workers start, so neither is paced by the publisher.
     await publish_events(vhost.amqp_url, [e for o in orders for e in o])
     async with running_workers(vhost.amqp_url, spec, tmp_path) as workers:
-        await eventually(lambda: _done(workers, "inventory"), within=60, what="inventory done")
+        in_order = workers_in_order(workers)
+        await eventually(
+            lambda: _done(workers, "inventory"), within=60, what="inventory done", always=in_order
+        )
         counts = await inbox_counts(workers)
         assert counts["inventory"] == 3000
         # At 100 events per 500 ms the warehouse needs at least 15 s for 3,000; inventory,
@@ -125,7 +143,9 @@ async def test_a_slow_downstream_delays_only_itself(vhost: Vhost, tmp_path: Path
             return (lag or 0) > 0
 
         await eventually(lagging, within=15, what="the warehouse's lag exported")
-        await eventually(lambda: _done(workers, "warehouse"), within=60, what="warehouse done")
+        await eventually(
+            lambda: _done(workers, "warehouse"), within=60, what="warehouse done", always=in_order
+        )
 
 
 async def _done(workers: Any, name: str) -> bool:
@@ -155,7 +175,11 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
                 )
                 assert sorted(Counter(split.values()).values()) == [2, 2]
                 await publish_events(vhost.amqp_url, [e for o in first_half for e in o])
-                await eventually(lambda: _over(store, 899), what="first half applied")
+                await eventually(
+                    lambda: _over(store, 899),
+                    what="first half applied",
+                    always=applied_in_order(store),
+                )
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
                 await publish_events(vhost.amqp_url, [e for o in second_half for e in o])
@@ -167,7 +191,10 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
                 )
                 assert set(survivor.values()) == {second.pid}
                 await eventually(
-                    lambda: _over(store, 1799), within=60, what="second process took over"
+                    lambda: _over(store, 1799),
+                    within=60,
+                    what="second process took over",
+                    always=applied_in_order(store),
                 )
         rows = await store.inbox_rows()
         assert len(rows) == 1800
@@ -192,8 +219,11 @@ async def test_several_downstreams_run_a_process_each_and_stop_together(
     await publish_events(vhost.amqp_url, [e for o in orders for e in o])
     path = topology_file(data)
     with worker_process(vhost.amqp_url, path, tmp_path, "inventory", "loyalty") as proc:
+        in_order = files_in_order(tmp_path / "inventory.db", tmp_path / "loyalty.db")
         for d in ("inventory", "loyalty"):
-            await eventually(lambda d=d: _inbox_file_count(tmp_path / f"{d}.db", 120), what=d)
+            await eventually(
+                lambda d=d: _inbox_file_count(tmp_path / f"{d}.db", 120), what=d, always=in_order
+            )
         owners = await eventually(lambda: _worker_connections(vhost), what="both connected")
         # One connection per downstream, each from a process of its own (not the supervisor).
         assert {name.split(":")[1] for name in owners} == {"inventory", "loyalty"}
