@@ -28,7 +28,7 @@ from workers.session.lanes import Lanes
 
 log = structlog.get_logger("workers")
 DRAIN_SECONDS = 15.0
-SETTLE_GRACE = 0.2  # seconds a shard's channel stays open after its last acks
+SETTLE_GRACE = 0.2  # seconds a wind-down waits after its cancel and after its last acks
 
 
 @dataclass
@@ -161,8 +161,8 @@ class HeldShards:
     async def _wind_down(self, index: int, held: _Shard, release: bool) -> None:
         """Cancel, let what the shard's lanes hold finish and be acked, close; then let go.
 
-        Nothing the shard's next owner receives was delivered here before: a delivery held
-        unacked when the channel closes goes back to the queue marked redelivered.
+        What the shard's next owner receives was never handled here: a delivery still held
+        when the channel closes would go back to the queue, and be handled twice.
         """
         shard = names.shard(self.downstream, index)
         with contextlib.suppress(Exception):
