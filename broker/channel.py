@@ -114,9 +114,10 @@ class ConsumerChannel:
         return tag
 
     async def cancel(self, tag: str) -> None:
-        """Stop a consumer; deliveries already sent still reach its callback until then."""
+        """Stop a consumer. Deliveries the broker dispatched before it read the cancel can
+        arrive after its reply (a quorum queue forwards them late): they still reach the
+        callback, until the channel closes, so that whoever cancelled can finish them."""
         await self._call(commands.Basic.Cancel(consumer_tag=tag))
-        self.consumers.pop(tag, None)
         self.on_cancel.pop(tag, None)
 
     def ack(self, tag: int, multiple: bool = False) -> None:
@@ -212,7 +213,7 @@ class ConsumerChannel:
             raise f.FrameError("content without a basic.deliver")
         consumer_tag, tag, redelivered, _, routing_key = delivery
         callback = self.consumers.get(consumer_tag)
-        if callback is None:  # cancelled meanwhile: it goes back when the channel closes
+        if callback is None:  # cancelled by the broker: it goes back when the channel closes
             return
         callback(Received.of(body, properties, tag, redelivered, routing_key))
 

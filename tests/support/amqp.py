@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
@@ -12,6 +13,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from broker.queues import queue_depth
 from events import AnyEvent, encode
 from events import headers as h
+from tests.support.factories import order_events
 
 
 async def publish_confirmed(
@@ -141,3 +143,53 @@ async def collect_ids(
     finally:
         await declared.cancel(tag)
     return seen
+
+
+@dataclass
+class SteadyOrders:
+    """A steady flow of orders to `orders` until stopped: `per_second` new orders a second,
+    each order's events a tick apart (created, paid, shipped), so that at any moment many
+    orders are part way through; every order started is finished once stop is set."""
+
+    amqp_url: str
+    per_second: float
+    prefix: str = "flow"
+    tick: float = 0.1
+    # Each order reserves SKUs of its own, so no two orders' transactions lock one stock row
+    # (a process paused mid-commit then holds up no other process's commits).
+    own_stock: bool = False
+    orders: list[list[AnyEvent]] = field(default_factory=list)  # every order started
+    published: int = 0
+
+    @property
+    def events(self) -> int:
+        """The events of every order started (once the flow ends, all of them published)."""
+        return 3 * len(self.orders)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish wave after wave (with confirms) until stop is set and the last order ends."""
+        per_wave = max(1, round(self.per_second * self.tick))
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        under_way: list[list[list[AnyEvent]]] = []  # the last three waves' new orders
+        connection = await aio_pika.connect(self.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            while not stop.is_set() or any(under_way):
+                first = len(self.orders)
+                new = [] if stop.is_set() else [self._order(first + i) for i in range(per_wave)]
+                self.orders += new
+                under_way = [new, *under_way][:3]
+                # The new orders' created events, the wave before's paid, the one before's shipped.
+                wave = [order[seq] for seq, orders in enumerate(under_way) for order in orders]
+                self.published += await publish_confirmed(
+                    channel, "orders", ((e.event_type.value, encode(e)) for e in wave)
+                )
+                due += self.tick
+                await asyncio.sleep(max(0.0, due - loop.time()))
+
+    def _order(self, number: int) -> list[AnyEvent]:
+        order_id = f"{self.prefix}-{number:06d}"
+        if self.own_stock:
+            return order_events(order_id, f"{order_id}-A", f"{order_id}-B")
+        return order_events(order_id)

@@ -13,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 
 from broker.management import ManagementClient, ManagementError
 from common.settings import addresses
+from tests.support.polling import eventually
+from topology.replicas import cluster_leaders
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 AMQP_URL = os.environ.get(
@@ -30,6 +33,8 @@ MANAGEMENT_URL = os.environ.get(
     ",".join(f"http://guest:guest@localhost:1568{n}" for n in (1, 2, 3)),
 )
 NODES = 3
+# How often a wait for spread leaders asks the broker to rebalance again.
+REBALANCE_AGAIN = 15.0
 
 
 class ClusterUnavailable(Exception):
@@ -80,6 +85,33 @@ class Cluster:
         if proc.returncode != 0:
             raise AssertionError(f"cluster-node {number} {action} failed: {err.decode()}")
         return time.monotonic() - started
+
+    async def spread_leaders(self, within: float) -> Counter[str]:
+        """Wait until no running node leads more than its share + 1 of the quorum queues (over
+        every vhost, as the broker evens them), asking the broker to rebalance again every
+        REBALANCE_AGAIN s meanwhile: on a loaded machine its rebalance can stop short or come
+        late. Returns the leaders per node; fails naming them."""
+        nodes = self.running()
+        asked = time.monotonic()  # the caller's `apply` has just asked
+
+        def spread() -> Counter[str] | None:
+            nonlocal asked
+            counts = cluster_leaders(self.client, nodes)
+            share = -(-sum(counts.values()) // len(nodes))
+            if max(counts.values(), default=0) <= share + 1:
+                return counts
+            if time.monotonic() - asked >= REBALANCE_AGAIN:
+                self.client.rebalance_queues()
+                asked = time.monotonic()
+            return None
+
+        found: Counter[str] = await eventually(
+            spread,
+            within=within,
+            every=1,
+            what=f"quorum leaders spread over {nodes}, none leading more than its share + 1",
+        )
+        return found
 
     def heal(self) -> None:
         """Every node up with its application running (scripts/cluster-up is idempotent)."""

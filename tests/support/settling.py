@@ -15,7 +15,8 @@ from broker.queues import queue_depth
 from operations.dlq import DeadLetters
 from tests.support.amqp import collect_ids
 from tests.support.judge import Expected, judge_store
-from tests.support.polling import eventually
+from tests.support.polling import InvariantBroken, eventually
+from tests.support.workers import files_in_order
 from topology import names as n
 from topology.spec import TopologySpec
 
@@ -120,8 +121,14 @@ async def settle(
             return not any([await depth(q) for q in queues])
 
         try:
-            await eventually(settled, within=within, every=0.5, what="the bus settled")
+            # An event applied out of order fails the run when it is seen, not at the end.
+            in_order = files_in_order(*(stores / f"{d}.db" for d in spec.downstreams))
+            await eventually(
+                settled, within=within, every=0.5, what="the bus settled", always=in_order
+            )
             return
+        except InvariantBroken:
+            raise
         except AssertionError:
             pass
     waiting = {q["name"]: q.get("messages") for q in management.list_objects("queues", vhost)}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from events.headers import DeadReason
 from simulation.handlers import FaultHook, simulated
 from topology.spec import TopologySpec
 from workers.handlers.inventory import InventoryHandler
@@ -67,6 +68,46 @@ def by_order(rows: Iterable[Any]) -> dict[str, list[int]]:
     return out
 
 
+def out_of_order(rows: Iterable[Any], where: str = "") -> str | None:
+    """The orders whose applied seqs are not 1, 2, 3, ... in application order (a gap
+    applied, a seq applied twice or before its predecessor), in words; None when none are."""
+    wrong = {o: s for o, s in by_order(rows).items() if s != list(range(1, len(s) + 1))}
+    if not wrong:
+        return None
+    shown = ", ".join(f"{o}: {s}" for o, s in sorted(wrong.items())[:5])
+    return f"{where or 'a store'} applied {len(wrong)} order(s) out of seq order ({shown})"
+
+
+def applied_in_order(*stores: DownstreamStore) -> Callable[[], Awaitable[str | None]]:
+    """An invariant for `eventually(always=...)`: every store has applied each order's events
+    in seq order so far."""
+
+    async def violation() -> str | None:
+        for store in stores:
+            if found := out_of_order(await store.inbox_rows(), store.schema):
+                return found
+        return None
+
+    return violation
+
+
+def files_in_order(*paths: Path) -> Callable[[], str | None]:
+    """`applied_in_order` for SQLite stores that other processes write."""
+
+    def violation() -> str | None:
+        for path in paths:
+            if found := out_of_order(store_inbox(path), path.stem):
+                return found
+        return None
+
+    return violation
+
+
+def workers_in_order(workers: Workers) -> Callable[[], Awaitable[str | None]]:
+    """`applied_in_order` for every downstream of in-process workers."""
+    return applied_in_order(*(w.store for w in workers.workers))
+
+
 async def inventory_store(store_dir: Path, spec: TopologySpec) -> DownstreamStore:
     """Open the inventory store a worker process writes (SQLite in store_dir)."""
     handler = InventoryHandler(spec.downstreams["inventory"])
@@ -93,3 +134,20 @@ def store_inbox(store: Path) -> list[InboxRow]:
         except sqlite3.OperationalError:  # the worker has not created its tables yet
             return []
     return [InboxRow(o, s) for o, s in rows]
+
+
+def dead_lettered_at_most(workers: Workers, most: int) -> Callable[[], str | None]:
+    """An invariant: no downstream of in-process workers has dead-lettered more than `most`
+    events (0: any dead letter is one of a healthy order)."""
+
+    def violation() -> str | None:
+        for w in workers.workers:
+            count = sum(
+                metric(workers, "bus_worker_dead_lettered_total", w.name, reason=reason.value)
+                for reason in DeadReason
+            )
+            if count > most:
+                return f"{w.name} dead-lettered {count:.0f} event(s), more than the {most} expected"
+        return None
+
+    return violation

@@ -28,6 +28,7 @@ from workers.session.lanes import Lanes
 
 log = structlog.get_logger("workers")
 DRAIN_SECONDS = 15.0
+SETTLE_GRACE = 0.2  # seconds a wind-down waits after its cancel and after its last acks
 
 
 @dataclass
@@ -158,12 +159,27 @@ class HeldShards:
             task.add_done_callback(lambda _: self.stopping.pop(index, None))
 
     async def _wind_down(self, index: int, held: _Shard, release: bool) -> None:
-        """Cancel, let what the shard's lanes hold finish and be acked, close; then let go."""
+        """Cancel, let what the shard's lanes hold finish and be acked, close; then let go.
+
+        What the shard's next owner receives was never handled here: a delivery still held
+        when the channel closes would go back to the queue, and be handled twice.
+        """
         shard = names.shard(self.downstream, index)
         with contextlib.suppress(Exception):
             await held.channel.cancel(held.tag)
+            # A quorum queue can forward deliveries it dispatched before it read the cancel
+            # after the cancel's reply: a round trip and a moment bring them in, to the
+            # lanes, before the drain counts what the shard holds.
+            await held.channel.qos(self.prefetch)
+            await asyncio.sleep(SETTLE_GRACE)
         finished = await self.lanes.drain(shard, DRAIN_SECONDS)
         held.acker.close()
+        # A quorum queue can also drop settlements sent just before their channel closes
+        # (rabbitmq-server#10327): a round trip shows the broker has read the acks, and a
+        # moment lets the queue's client send what it held back.
+        with contextlib.suppress(Exception):
+            await held.channel.qos(self.prefetch)
+            await asyncio.sleep(SETTLE_GRACE)
         self.closing.add(held.channel)
         with contextlib.suppress(Exception):
             await held.channel.close()

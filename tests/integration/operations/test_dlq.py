@@ -17,7 +17,13 @@ from tests.support.amqp import depth, publish_events
 from tests.support.factories import order_events
 from tests.support.fixtures import BROKERS, Vhost
 from tests.support.polling import eventually
-from tests.support.workers import by_order, running_workers
+from tests.support.workers import (
+    applied_in_order,
+    by_order,
+    dead_lettered_at_most,
+    running_workers,
+    workers_in_order,
+)
 from topology import names
 from topology.spec import TopologySpec
 from workers.api import NonRetryableError
@@ -80,7 +86,9 @@ async def parked(
         async def nine() -> bool:
             return await depth(vhost.amqp_url, DLQ) == 9
 
-        await eventually(nine, what="9 dead letters")
+        # Only the broken orders' events are dead-lettered, and the others apply in order.
+        holding = [workers_in_order(workers), dead_lettered_at_most(workers, 9)]
+        await eventually(nine, what="9 dead letters", always=holding)
         yield Parked(vhost, workers, broken, orders, monkeypatch, capsys)
 
 
@@ -127,7 +135,8 @@ async def test_redrive_after_the_fix_applies_the_order_in_seq_order(parked: Park
     async def whole() -> bool:
         return len(await parked.applied("ord-x")) == 3
 
-    await eventually(whole, what="ord-x applied after redrive")
+    store = parked.workers.workers[0].store
+    await eventually(whole, what="ord-x applied after redrive", always=applied_in_order(store))
     assert await parked.applied("ord-x") == [1, 2, 3]
     progress = await parked.workers.workers[0].store.load_progress(["ord-x"])
     assert progress["ord-x"].parked_event_id is None

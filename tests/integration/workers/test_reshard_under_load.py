@@ -25,6 +25,7 @@ from tests.support.judge import expected_from_outbox
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
 from tests.support.producer import postgres_database, running_relay, wait_for_backlog
+from tests.support.shards import scraped_one
 from tests.support.workers import by_order
 from workers.handlers.inventory import InventoryHandler
 from workers.store.database import DownstreamStore
@@ -49,13 +50,6 @@ def _written(db: Path, events: int) -> bool:
 async def _apply(vhost: Vhost, monkeypatch: pytest.MonkeyPatch, path: Path) -> int:
     vhost.env(monkeypatch)
     return await asyncio.to_thread(main, ["--file", str(path), "apply", "--drain-timeout", "120"])
-
-
-def _scrape(port: int, name: str) -> float:
-    import httpx
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 async def test_grow_and_shrink_while_orders_flow(
@@ -123,7 +117,7 @@ async def test_grow_and_shrink_while_orders_flow(
             await eventually(
                 lambda: _dead(vhost, 3 * len(poisoned)), within=60, what="poisoned orders parked"
             )
-            deferred = sum(_scrape(p, "bus_worker_deferred_total") for p in ports)
+            deferred = sum(scraped_one(p, "bus_worker_deferred_total") for p in ports)
             rows = await store.inbox_rows()
             stock = handler.metadata.tables["stock"]
             reserved = dict(await store.query(select(stock.c.sku, stock.c.reserved)))

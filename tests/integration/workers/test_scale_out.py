@@ -23,7 +23,8 @@ from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import worker_process
 from tests.support.producer import postgres_database
-from tests.support.workers import by_order
+from tests.support.shards import member_pid, split_over
+from tests.support.workers import applied_in_order, by_order
 from topology import names
 from workers.handlers.inventory import InventoryHandler
 from workers.store.database import DownstreamStore
@@ -32,21 +33,9 @@ pytestmark = pytest.mark.integration
 ORDERS = 1500
 
 
-def _pid(member: str) -> int:
-    """The pid in a lease owner's name (worker:<d>:<host>:<pid>:<tag>)."""
-    return int(member.split(":")[-2])
-
-
 async def _lease_log(store: DownstreamStore) -> list[Any]:
     table = store.metadata.tables["shard_lease_log"]
     return await store.query(table.select().order_by(table.c.shard, table.c.epoch))
-
-
-async def _holders(store: DownstreamStore) -> dict[int, int]:
-    """shard -> pid of its current lease holder."""
-    table = store.metadata.tables["shard_leases"]
-    rows = await store.query(table.select())
-    return {r.shard: _pid(r.owner) for r in rows if r.owner}
 
 
 class Consumers:
@@ -90,7 +79,7 @@ async def test_three_processes_share_a_downstream_through_a_kill_and_a_join(
 
             first, second, third = start(), start(), start()
             split = await eventually(
-                lambda: _split_over(store, {first.pid, second.pid, third.pid}, len(shards)),
+                lambda: split_over(store, {first.pid, second.pid, third.pid}, len(shards)),
                 within=30,
                 what="the shards split over three processes",
             )
@@ -110,9 +99,14 @@ async def test_three_processes_share_a_downstream_through_a_kill_and_a_join(
             async def all_applied() -> bool:
                 return len(await store.inbox_rows()) >= 3 * ORDERS
 
-            await eventually(all_applied, within=120, what="every event applied")
+            await eventually(
+                all_applied,
+                within=120,
+                what="every event applied",
+                always=applied_in_order(store),
+            )
             final = await eventually(
-                lambda: _split_over(store, {first.pid, third.pid, fourth.pid}, len(shards)),
+                lambda: split_over(store, {first.pid, third.pid, fourth.pid}, len(shards)),
                 within=30,
                 what="the newcomer holding its share",
             )
@@ -133,7 +127,7 @@ async def test_three_processes_share_a_downstream_through_a_kill_and_a_join(
     assert sorted(Counter(final.values()).values()) == [1, 1, 2]
     assert consumers.samples > 3 and consumers.most <= 1, "a shard had two consumers"
     _no_overlapping_leases(log, killed_pid=second.pid, killed_at_ms=killed_at * 1000)
-    orphaned = {r.shard for r in log if _pid(r.owner) == second.pid}
+    orphaned = {r.shard for r in log if member_pid(r.owner) == second.pid}
     taken = [
         r.acquired_at_ms for r in log if r.shard in orphaned and r.acquired_at_ms > killed_at * 1000
     ]
@@ -143,11 +137,6 @@ async def test_three_processes_share_a_downstream_through_a_kill_and_a_join(
         f"{len(log)} leases in all; at most {consumers.most} consumer per shard "
         f"over {consumers.samples} samples"
     )
-
-
-async def _split_over(store: DownstreamStore, pids: set[int], shards: int) -> dict[int, int] | None:
-    holders = await _holders(store)
-    return holders if len(holders) == shards and set(holders.values()) == pids else None
 
 
 def _no_overlapping_leases(log: list[Any], killed_pid: int, killed_at_ms: float) -> None:
@@ -161,5 +150,5 @@ def _no_overlapping_leases(log: list[Any], killed_pid: int, killed_at_ms: float)
             if before.released_at_ms is not None:
                 assert after.acquired_at_ms >= before.released_at_ms, (shard, before, after)
             else:
-                assert _pid(before.owner) == killed_pid, (shard, before, "never released")
+                assert member_pid(before.owner) == killed_pid, (shard, before, "never released")
                 assert after.acquired_at_ms >= killed_at_ms, (shard, before, after)

@@ -19,7 +19,16 @@ from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from tests.support.polling import eventually
 from tests.support.processes import free_port, worker_process
-from tests.support.workers import by_order, inbox_counts, inventory_store, running_workers
+from tests.support.shards import sole_consumers
+from tests.support.workers import (
+    applied_in_order,
+    by_order,
+    files_in_order,
+    inbox_counts,
+    inventory_store,
+    running_workers,
+    workers_in_order,
+)
 from topology import names
 from topology.spec import TopologySpec
 from workers.handlers.inventory import InventoryHandler
@@ -44,28 +53,40 @@ async def test_sigkilled_worker_restarts_with_nothing_lost_or_applied_twice(
     vhost: Vhost, tmp_path: Path, topology_file: Any
 ) -> None:
     data = topologies.fast_data()
-    # Slow enough (at most 8 lanes / 10 ms = 800 events/s) that the kill lands
-    # mid-run however fast the machine polls.
+    # Slow enough (at most 8 lanes / 10 ms = 800 events/s) that the kill usually lands
+    # while the first half is being applied.
     data["downstreams"]["inventory"] |= {"handler_time": "10ms", "concurrency": 8}
     spec = topologies.spec_of(data)
     vhost.apply(spec)
     path = topology_file(data)
     orders = [order_events(f"ord-{i:04d}") for i in range(1000)]
+    first_half, second_half = orders[:500], orders[500:]
     store = await inventory_store(tmp_path, spec)
     try:
         with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as first:
-            await publish_events(vhost.amqp_url, [e for o in orders for e in o])
-            await eventually(lambda: _over(store, 600), what="some events applied")
+            await publish_events(vhost.amqp_url, [e for o in first_half for e in o])
+            await eventually(
+                lambda: _over(store, 600),
+                what="some events applied",
+                always=applied_in_order(store),
+            )
+            # Frozen, the worker is sent the second half and cannot apply it: the kill lands
+            # mid-run however loaded the machine (and however far the first half got).
+            first.send_signal(signal.SIGSTOP)
+            await publish_events(vhost.amqp_url, [e for o in second_half for e in o])
             first.send_signal(signal.SIGKILL)
             first.wait(10)
         killed_at = await _count(store)
-        assert killed_at < 3000, "the worker finished before it could be killed"
+        assert killed_at <= 3 * len(first_half)
         port = free_port()
         with worker_process(
             vhost.amqp_url, path, tmp_path, "inventory", metrics_port=port
         ) as second:
             await eventually(
-                lambda: _over(store, 2999), within=90, what="all applied after restart"
+                lambda: _over(store, 2999),
+                within=90,
+                what="all applied after restart",
+                always=applied_in_order(store),
             )
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
             applied = [
@@ -107,7 +128,10 @@ async def test_a_slow_downstream_delays_only_itself(vhost: Vhost, tmp_path: Path
     # The backlog is there before the workers start, so neither is paced by the publisher.
     await publish_events(vhost.amqp_url, [e for o in orders for e in o])
     async with running_workers(vhost.amqp_url, spec, tmp_path) as workers:
-        await eventually(lambda: _done(workers, "inventory"), within=60, what="inventory done")
+        in_order = workers_in_order(workers)
+        await eventually(
+            lambda: _done(workers, "inventory"), within=60, what="inventory done", always=in_order
+        )
         counts = await inbox_counts(workers)
         assert counts["inventory"] == 3000
         # At 100 events per 500 ms the warehouse needs at least 15 s for 3,000; inventory,
@@ -124,7 +148,9 @@ async def test_a_slow_downstream_delays_only_itself(vhost: Vhost, tmp_path: Path
             return (lag or 0) > 0
 
         await eventually(lagging, within=15, what="the warehouse's lag exported")
-        await eventually(lambda: _done(workers, "warehouse"), within=60, what="warehouse done")
+        await eventually(
+            lambda: _done(workers, "warehouse"), within=60, what="warehouse done", always=in_order
+        )
 
 
 async def _done(workers: Any, name: str) -> bool:
@@ -142,7 +168,7 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
     try:
         with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as first:
             owners = await eventually(
-                lambda: _owners(vhost, shards), what="the first process on every shard"
+                lambda: sole_consumers(vhost, shards), what="the first process on every shard"
             )
             assert set(owners.values()) == {first.pid}
             with worker_process(vhost.amqp_url, path, tmp_path, "inventory") as second:
@@ -154,7 +180,11 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
                 )
                 assert sorted(Counter(split.values()).values()) == [2, 2]
                 await publish_events(vhost.amqp_url, [e for o in first_half for e in o])
-                await eventually(lambda: _over(store, 899), what="first half applied")
+                await eventually(
+                    lambda: _over(store, 899),
+                    what="first half applied",
+                    always=applied_in_order(store),
+                )
                 first.send_signal(signal.SIGKILL)
                 first.wait(10)
                 await publish_events(vhost.amqp_url, [e for o in second_half for e in o])
@@ -166,7 +196,10 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
                 )
                 assert set(survivor.values()) == {second.pid}
                 await eventually(
-                    lambda: _over(store, 1799), within=60, what="second process took over"
+                    lambda: _over(store, 1799),
+                    within=60,
+                    what="second process took over",
+                    always=applied_in_order(store),
                 )
         rows = await store.inbox_rows()
         assert len(rows) == 1800
@@ -175,33 +208,10 @@ async def test_two_processes_split_the_shards_and_the_survivor_takes_over(
         await store.close()
 
 
-async def _split(vhost: Vhost, shards: list[str], pids: set[int]) -> dict[str, int] | None:
+def _split(vhost: Vhost, shards: list[str], pids: set[int]) -> dict[str, int] | None:
     """Each shard's one consumer's pid, once every shard has one and they are all `pids`."""
-    owners = await _owners(vhost, shards)
+    owners = sole_consumers(vhost, shards)
     return owners if owners and set(owners.values()) == pids else None
-
-
-async def _owners(vhost: Vhost, shards: list[str]) -> dict[str, int] | None:
-    """The pid of the one consumer of each shard (None until each has exactly one)."""
-    names_by_connection = {
-        c["name"]: (c.get("client_properties") or {}).get("connection_name", "")
-        for c in vhost.client.connections(vhost.name)
-    }
-    owners = {}
-    for shard in shards:
-        queue = vhost.client.queue(vhost.name, shard) or {}
-        details = queue.get("consumer_details") or []
-        if len(details) != 1 or not details[0].get("active"):
-            return None
-        # The broker names connections by address; the worker's own name carries its pid.
-        channel = details[0].get("channel_details")
-        if not isinstance(channel, dict):  # [] until the stats of a new channel arrive
-            return None
-        name = names_by_connection.get(channel.get("connection_name", ""), "")
-        if not name.startswith("worker:"):
-            return None
-        owners[shard] = int(name.rsplit(":", 1)[-1])
-    return owners
 
 
 async def test_several_downstreams_run_a_process_each_and_stop_together(
@@ -214,8 +224,11 @@ async def test_several_downstreams_run_a_process_each_and_stop_together(
     await publish_events(vhost.amqp_url, [e for o in orders for e in o])
     path = topology_file(data)
     with worker_process(vhost.amqp_url, path, tmp_path, "inventory", "loyalty") as proc:
+        in_order = files_in_order(tmp_path / "inventory.db", tmp_path / "loyalty.db")
         for d in ("inventory", "loyalty"):
-            await eventually(lambda d=d: _inbox_file_count(tmp_path / f"{d}.db", 120), what=d)
+            await eventually(
+                lambda d=d: _inbox_file_count(tmp_path / f"{d}.db", 120), what=d, always=in_order
+            )
         owners = await eventually(lambda: _worker_connections(vhost), what="both connected")
         # One connection per downstream, each from a process of its own (not the supervisor).
         assert {name.split(":")[1] for name in owners} == {"inventory", "loyalty"}

@@ -17,7 +17,14 @@ from tests.support.factories import order_events
 from tests.support.fixtures import BROKERS, Vhost
 from tests.support.polling import eventually
 from tests.support.producer import postgres_database
-from tests.support.workers import by_order, counts_are, metric, running_workers
+from tests.support.workers import (
+    by_order,
+    counts_are,
+    dead_lettered_at_most,
+    metric,
+    running_workers,
+    workers_in_order,
+)
 from topology import names
 from topology.spec import TopologySpec
 from workers.api import TransientError
@@ -57,7 +64,12 @@ async def test_ordering_under_transient_failures(
     async with running_workers(vhost.amqp_url, fast_spec, tmp_path, faults=faults) as workers:
         await publish_events(vhost.amqp_url, _interleave(orders, seed=3))
         expected = {d: 1500 for d in fast_spec.downstreams}
-        await eventually(lambda: counts_are(workers, expected), within=120, what="all applied")
+        await eventually(
+            lambda: counts_are(workers, expected),
+            within=120,
+            what="all applied",
+            always=[workers_in_order(workers), dead_lettered_at_most(workers, 0)],
+        )
         # The effects, not the inbox (whose key cannot repeat), show an event applied twice:
         # each order reserves 2 x SKU-1 and 1 x SKU-2 and credits 24 points, once.
         by_name = {w.name: w for w in workers.workers}
@@ -93,7 +105,11 @@ async def test_poison_parks_the_order_and_everything_else_applies(
     async with running_workers(vhost.amqp_url, fast_spec, tmp_path) as workers:
         await publish_events(vhost.amqp_url, _interleave([poisoned, *others], seed=5))
         expected = {d: 150 for d in fast_spec.downstreams}
-        await eventually(lambda: counts_are(workers, expected), what="others applied")
+        await eventually(
+            lambda: counts_are(workers, expected),
+            what="others applied",
+            always=[workers_in_order(workers), dead_lettered_at_most(workers, 3)],
+        )
         for worker in workers.workers:
             rows = await worker.store.inbox_rows()
             assert "ord-poison" not in {r.order_id for r in rows}
@@ -166,7 +182,11 @@ async def test_duplicates_apply_once_and_reversed_order_applies_in_order(
         await publish_events(vhost.amqp_url, [twice[0], twice[0], twice[1], twice[1], twice[2]])
         await publish_events(vhost.amqp_url, list(reversed(reversed_order)))
         expected = {d: 6 for d in fast_spec.downstreams}
-        await eventually(lambda: counts_are(workers, expected), what="both orders applied")
+        await eventually(
+            lambda: counts_are(workers, expected),
+            what="both orders applied",
+            always=[workers_in_order(workers), dead_lettered_at_most(workers, 0)],
+        )
         for worker in workers.workers:
             orders = by_order(await worker.store.inbox_rows())
             assert orders == {"ord-twice": [1, 2, 3], "ord-reversed": [1, 2, 3]}, worker.name
@@ -192,7 +212,11 @@ async def test_postgresql_stores_take_the_same_path(
             assert all(not w.store.inline for w in workers.workers)
             await publish_events(vhost.amqp_url, [e for o in orders for e in o])
             expected = {"inventory": 90, "loyalty": 90}
-            await eventually(lambda: counts_are(workers, expected), what="applied on PG")
+            await eventually(
+                lambda: counts_are(workers, expected),
+                what="applied on PG",
+                always=workers_in_order(workers),
+            )
             for worker in workers.workers:
                 rows = await worker.store.inbox_rows()
                 assert all(s == [1, 2, 3] for s in by_order(rows).values())

@@ -2,7 +2,8 @@
 
 Frames split at every byte boundary, many deliveries in one read, a missed heartbeat, a
 blocked connection, channel numbers reused within channel_max, replies matched to their
-requests, a new secret, and the broker closing or cancelling.
+requests, a new secret, and the broker closing or cancelling (and deliveries that follow our own
+cancel).
 """
 
 from __future__ import annotations
@@ -342,6 +343,24 @@ async def test_the_broker_cancelling_a_consumer_is_answered_and_told() -> None:
     await _flush()
     assert [type(m) for _, m in transport.sent()] == [commands.Basic.CancelOk]
     assert cancelled == [tag] and tag not in channel.consumers
+
+
+async def test_deliveries_arriving_after_our_cancel_still_reach_the_consumer() -> None:
+    # A quorum queue can forward what it dispatched before it read the cancel after the
+    # cancel's reply: whoever cancelled finishes it (dropped, it would come back redelivered
+    # to the shard's next owner when the channel closes).
+    connection, transport = await _connected()
+    received: list[Received] = []
+    channel, tag = await _consuming(connection, transport, received)
+    cancelling = asyncio.create_task(channel.cancel(tag))
+    await _flush()
+    [(_, cancel)] = transport.sent()
+    assert isinstance(cancel, commands.Basic.Cancel)
+    connection.data_received(_m(commands.Basic.CancelOk(tag), channel.number))
+    await cancelling
+    connection.data_received(_delivery(channel.number, tag, 1, b'{"late": true}'))
+    assert [m.delivery_tag for m in received] == [1]
+    assert tag not in channel.on_cancel
 
 
 async def test_a_new_secret_is_sent_and_its_acceptance_awaited() -> None:

@@ -1,7 +1,10 @@
-"""Divert: a nacked republish is tried again in place; a returned one raises at once."""
+"""Divert: a nacked republish is tried again in place; a returned one raises at once; every
+copy it republishes (retry, deferral, dead letter) keeps the order key the hash exchange
+routes by and the guard orders by."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -9,6 +12,12 @@ import pytest
 from aiormq.exceptions import DeliveryError, PublishError
 from prometheus_client import CollectorRegistry
 
+from events import decode, encode
+from events import headers as h
+from tests.support.factories import order_events, raw_of, received_of
+from topology.spec import RetrySpec
+from workers.api import NonRetryableError
+from workers.applying.policy import DeadLetter, Retry, on_failure, on_gap
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.session import divert as divert_module
 from workers.session.divert import Divert
@@ -20,9 +29,11 @@ class Exchange:
     def __init__(self, *outcomes: BaseException | None) -> None:
         self.outcomes = list(outcomes)
         self.published = 0
+        self.messages: list[tuple[str, aio_pika.Message]] = []
 
     async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
         self.published += 1
+        self.messages.append((routing_key, message))
         outcome = self.outcomes.pop(0)
         if outcome is not None:
             raise outcome
@@ -64,3 +75,37 @@ async def test_nacks_past_the_window_hand_the_delivery_back(
     with pytest.raises(DeliveryError):
         await divert._confirmed(exchange, aio_pika.Message(b"{}"), "short", {})  # type: ignore[arg-type]
     assert exchange.published == 1
+
+
+RETRY = RetrySpec.model_validate({"tiers": {"short": "1s", "long": "5s"}, "max_attempts": 3})
+PAID = order_events("o-7")[1]
+Decide = Callable[[dict[str, Any]], Retry | DeadLetter]
+DECISIONS: dict[str, Decide] = {
+    "retried": lambda hd: on_failure(hd, RuntimeError("db down"), RETRY, "d.1"),
+    "exhausted": lambda hd: on_failure({**hd, h.ATTEMPTS: 2}, RuntimeError("x"), RETRY, "d.1"),
+    "non-retryable": lambda hd: on_failure(hd, NonRetryableError("bad sku"), RETRY, "d.1"),
+    "deferred": lambda hd: on_gap(hd, False, RETRY, "d.1", "seq 2 before seq 1"),
+    "blocked": lambda hd: on_gap(hd, True, RETRY, "d.1", "parked behind e-1"),
+}
+
+
+@pytest.mark.parametrize("decide", DECISIONS.values(), ids=DECISIONS.keys())
+async def test_every_republished_copy_keeps_the_order_key_and_the_event(decide: Decide) -> None:
+    # As a retry tier hands a message back: with the broker's death headers.
+    message = encode(PAID)
+    message.headers = {**(message.headers or {}), h.DEATH: [{"queue": "d.retry.short"}]}
+    received = received_of(message)
+    decision = decide(dict(received.headers))
+    exchange = Exchange(None)
+    divert, _ = _divert(exchange)
+    await divert.move(received, decision, {})
+    [(routing_key, copy)] = exchange.messages
+    headers = copy.headers or {}
+    assert (headers.get(h.ORDER_ID), headers.get(h.SEQ)) == ("o-7", 2), (
+        f"the {type(decision).__name__} copy lost its order key: {headers}"
+    )
+    assert h.DEATH not in headers
+    assert routing_key == (decision.tier if isinstance(decision, Retry) else "")
+    # The copy decodes to the same event: the guard reads it as the original.
+    assert decode(raw_of(copy)) == PAID
+    assert (copy.message_id, copy.type) == (str(PAID.event_id), PAID.event_type.value)
