@@ -175,8 +175,9 @@ class DownstreamSpec(_Spec):
     retry: RetrySpec = RetrySpec()
     """Its retry tiers and budgets."""
     delivery_limit: Annotated[int | None, Field(ge=1)] = 20
-    """Deliveries of one message before the broker dead-letters it (a live policy; quorum
-    only; null: none). Catches a message that crashes the worker every time."""
+    """Returns of one message the broker allows (a worker dying while it holds one counts);
+    the next dead-letters it, so it is delivered at most this + 1 times (a live policy;
+    quorum only; null: none). Catches a message that crashes the worker every time."""
     max_length: Annotated[int | None, Field(ge=1)] = 1_000_000
     """Messages a shard holds at most before `overflow` applies (a live policy; null: no
     cap)."""

@@ -72,7 +72,9 @@ async def test_a_worker_killing_message_is_dead_lettered_at_the_delivery_limit(
 
         found = await eventually(dead_lettered, within=120, what="the crash dead-lettered")
         assert found == [("crash-1", "delivery-limit")]
-        assert LIMIT - 1 <= deaths <= LIMIT, f"{deaths} deaths for a delivery limit of {LIMIT}"
+        # The broker dead-letters a message returned more than the limit's times: it is delivered
+        # LIMIT + 1 times; the last death may land after the dead letter was seen.
+        assert LIMIT <= deaths <= LIMIT + 1, f"{deaths} deaths for a delivery limit of {LIMIT}"
 
         # The worker goes on: a later order applies, nothing applied twice, the crash never.
         later = {"ok-later": order_events("ok-later")}
