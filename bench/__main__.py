@@ -25,7 +25,18 @@ async def run(quick: bool, with_latency: bool) -> dict[str, Any]:
     events, orders, backlog = (6000, 2000, 9000) if quick else (30_000, 5000, 50_000)
     report: dict[str, Any] = {"relay": await relay.main(events, 256, 1 if quick else 3)}
     report["workers"] = await workers.main(
-        orders, backlog, {"e2e", "inventory", "warehouse", "poison", "scale", "backlog"}
+        orders,
+        backlog,
+        {
+            "e2e",
+            "per_process",
+            "inventory",
+            "warehouse",
+            "poison",
+            "poison_all",
+            "scale",
+            "backlog",
+        },
     )
     if with_latency:
         report["latency"] = await latency_under_load(report, 10.0 if quick else 30.0)
@@ -70,6 +81,60 @@ def _drain_row(
     )
 
 
+def _slowest(figure: dict[str, Any]) -> dict[str, Any]:
+    """A per-downstream figure as a drain figure: the slowest downstream's rate counts."""
+    return {
+        "events_per_s": figure["slowest_events_per_s"],
+        "cpu_us_per_event": figure["cpu_us_per_event"],
+    }
+
+
+def _per_process_rows(per: dict[str, Any]) -> list[Row]:
+    """workers all beside raw aio-pika and Node amqplib, a process per downstream each."""
+    bus = per["bus_workers_all"]
+    n = bus["processes"]
+    out = [
+        _drain_row(
+            f"every downstream 0 ms, {n} processes each side (slowest downstream)",
+            {**_slowest(bus), "ratio": per["ratio_to_raw"]},
+            _slowest(per["raw_aio_pika_process_per_downstream"]),
+            "raw aio-pika",
+            "≥ 1.0",
+        )
+    ]
+    node = per["node_amqplib_process_per_downstream"]
+    if isinstance(node, dict):
+        out.append(
+            _drain_row(
+                "  … beside Node amqplib (the ceiling)",
+                {**_slowest(bus), "ratio": per["fraction_of_node"]},
+                _slowest(node),
+                "Node amqplib",
+                "",
+            )
+        )
+    return out
+
+
+def _poison_everywhere_rows(everywhere: dict[str, Any]) -> list[Row]:
+    """workers all with a share of orders poisoned beside the same backlog with none."""
+    out = []
+    for rate in ("1%", "5%"):
+        if (figure := everywhere.get(rate)) is None:
+            continue
+        last = figure["rounds"][-1]
+        out.append(
+            _drain_row(
+                f"every downstream 0 ms, {rate} orders poisoned (slowest downstream)",
+                {**_slowest(last["poisoned"]), "ratio": figure["ratio_median"]},
+                _slowest(last["clean"]),
+                "no poison",
+                "≥ 0.9" if rate == "1%" else "",
+            )
+        )
+    return out
+
+
 def rows(report: dict[str, Any]) -> list[Row]:
     """The report as bus-beside-baseline rows."""
     r, w = report["relay"], report["workers"]
@@ -93,6 +158,8 @@ def rows(report: dict[str, Any]) -> list[Row]:
             "  … asyncio loop (no uvloop)", e2e["bus_asyncio_loop"], raw, "raw aio-pika", ""
         ),
     ]
+    if per := w.get("process_per_downstream"):
+        out.extend(_per_process_rows(per))
     if isinstance(e2e.get("faststream"), dict):
         fs, inbox = e2e["faststream"], e2e["faststream_inbox"]
         bus = e2e["bus_process_per_downstream"]
@@ -136,6 +203,8 @@ def rows(report: dict[str, Any]) -> list[Row]:
                 "≥ 0.9",
             )
         )
+    if everywhere := w.get("poison_everywhere"):
+        out.extend(_poison_everywhere_rows(everywhere))
     if lat := report.get("latency"):
         for q, target in (("p50_ms", "≤ 15"), ("p99_ms", "≤ 60")):
             out.append(
