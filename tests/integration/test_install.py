@@ -4,6 +4,7 @@ the unit suite passes on SQLite alone (its PostgreSQL cases skip, saying why).""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from common.cli import package_version
+from tests.support.required import REQUIRE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(900)
@@ -18,8 +20,22 @@ pytestmark = pytest.mark.timeout(900)
 
 def _run(*argv: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=800, check=False
+        [str(a) for a in argv],
+        cwd=cwd,
+        env=_without_postgres(),
+        capture_output=True,
+        text=True,
+        timeout=800,
+        check=False,
     )
+
+
+def _without_postgres() -> dict[str, str]:
+    """This install has no PostgreSQL driver by design: the run must not require it to."""
+    env = dict(os.environ)
+    names = [w.strip() for w in env.get(REQUIRE_ENV, "").split(",")]
+    env[REQUIRE_ENV] = ",".join(w for w in names if w and w != "postgres")
+    return env
 
 
 def test_a_sqlite_only_install_works_and_its_tests_pass(tmp_path: Path) -> None:
