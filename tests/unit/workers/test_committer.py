@@ -82,3 +82,24 @@ async def test_a_parking_joins_the_group_commit_and_keeps_the_last_seq(
     assert progress["o-park"] == Progress(1, str(paid.event_id))
     assert progress["o-new"] == Progress(0, "some-event")
     await committer.close()
+
+
+async def test_a_failed_commit_fails_every_submitter_and_leaves_nothing_applied(
+    store: tuple[DownstreamStore, InventoryHandler], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s, handler = store
+    committer = Committer(s, handler, max_batch=100, linger=0.0)
+
+    async def disk_full(entries: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(committer, "_commit", disk_full)
+    created = [order_events(f"o-{i}")[0] for i in range(3)]
+    results = await asyncio.gather(
+        *(committer.submit(e, str(e.event_id), Progress(1)) for e in created),
+        return_exceptions=True,
+    )
+    # A submitter told "done" would have its delivery acked with nothing stored: lost.
+    assert all(isinstance(r, OSError) for r in results), f"a failed commit reported done: {results}"
+    assert await s.inbox_rows() == []
+    await committer.close()

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from workers.ownership.assignment import Moves
+from workers.ownership.coordinator import Round
 from workers.session import shards as shards_module
 from workers.session.acks import Acker
 from workers.session.shards import HeldShards, _Shard
@@ -142,3 +144,29 @@ async def test_a_graceful_stop_winds_every_shard_down_before_leaving() -> None:
     await asyncio.wait_for(closing, 5)
     assert journal.entries[-1] == "leave"
     assert journal.before("close 0", "leave") and journal.before("close 1", "leave")
+
+
+@dataclass
+class LosingCoordinator(FakeCoordinator):
+    """A lease round in which another process took `taken`."""
+
+    taken: frozenset[int] = frozenset()
+
+    async def round(self, shards: range, held: set[int]) -> Round:
+        return Round(self.taken & held, Moves(release=(), acquire=()), ())
+
+
+async def test_a_shard_whose_lease_another_took_is_stopped_at_once_and_not_released() -> None:
+    journal = Journal()
+    held, lanes, _ = held_shards(journal, 1, 2)
+    held.coordinator = LosingCoordinator(journal, taken=frozenset({2}))  # type: ignore[assignment]
+    await held.round()
+    await _a_moment()
+    assert "cancel tag-2" in journal.entries, (
+        f"a process that lost the lease of shard 2 still consumes it: {journal.entries}"
+    )
+    assert "cancel tag-1" not in journal.entries, journal.entries
+    lanes.finished.set()
+    await asyncio.wait_for(asyncio.gather(*held.stopping.values()), 5)
+    assert "close 2" in journal.entries and 2 not in held.active
+    assert "release 2" not in journal.entries, "released a lease another process holds"
