@@ -158,7 +158,7 @@ class Forwarder:
                     downstream=self.downstream,
                     event_id=message.message_id,
                     attempt=attempt,
-                    error=repr(exc),
+                    error=type(exc).__name__,
                 )
                 await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=5.0))
         try:
