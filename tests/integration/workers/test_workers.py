@@ -250,8 +250,11 @@ async def test_a_retry_the_broker_cannot_route_is_never_acked_away(
 
     async with running_workers(vhost.amqp_url, fast_spec, tmp_path, [d], faults) as workers:
         await publish_events(vhost.amqp_url, [*stuck, *order_events("ord-fine")])
-        dead = await _dlq(vhost, d, 3)
+        dead = await _dlq(vhost, d, 1)
         rows = await workers.workers[0].store.inbox_rows()
-    assert {m.message_id for m in dead} == {str(e.event_id) for e in stuck}
+        held = await workers.workers[0].store.waiting_rows()
+    assert {m.message_id for m in dead} == {str(stuck[0].event_id)}
     assert {m.headers["x-death"][0]["reason"] for m in dead} == {"delivery_limit"}
+    # Its successors wait in the store for it (no tier involved), not lost.
+    assert [(r.order_id, r.seq) for r in held] == [("ord-stuck", 2), ("ord-stuck", 3)]
     assert {r.order_id for r in rows} == {"ord-fine"}
