@@ -323,8 +323,15 @@ class OrderingGuard:
         await self.committer.hold(row)
         self.metrics.deferred.inc()
         self._hold_in_memory(Waited(d.message, d.shard, d.event, d.unsupported, row.expires_at_ms))
-        if self.debug:
-            log.debug("worker.waiting", downstream=self.name, event_id=d.event_id, seq=d.seq)
+        log.info(
+            "worker.waiting",
+            downstream=self.name,
+            shard=d.shard,
+            event_id=d.event_id,
+            order_id=d.order_id,
+            seq=d.seq,
+            until=row.expires_at_ms,
+        )
 
     async def _apply(self, d: Decoded, event: AnyEvent, progress: Progress, divert: Mover) -> None:
         """The order's next event: the handler, then effect + inbox + progress in one commit."""
