@@ -209,15 +209,15 @@ async def test_a_killed_node_and_a_stopped_node_lose_nothing(
         mark, killed, killed_at = last_outbox_id(db), time.monotonic(), time.time()
         await cluster.act(number, "kill")
         await applies_again(db, stores, downstreams, mark)
+        faults.append(
+            f"SIGKILL {victim} (led {count} of {sum(led.values())} shards): "
+            f"applying again after {time.monotonic() - killed:.1f}s"
+        )
         await retried_and_deferred_apply(logs, stores, downstreams, killed_at)
         assert victim not in cluster.running(), "the node returned before the check"
         faults.append(
             f"retried and deferred events applying again {time.monotonic() - killed:.1f}s "
             "after the kill, node still down"
-        )
-        faults.append(
-            f"SIGKILL {victim} (led {count} of {sum(led.values())} shards): "
-            f"applying again after {time.monotonic() - killed:.1f}s"
         )
         # status names every shard and the log as under-replicated, with the victim not live
         every = {names.shard(d, i) for d, ds in spec.downstreams.items() for i in range(ds.shards)}
