@@ -263,6 +263,12 @@ class OrderingGuard:
         else:
             await self._apply(d, d.event, progress, divert)
 
+    def forget_held(self) -> None:
+        """Drop the in-memory index of held events (a session ends: another process may take
+        their shards); the store keeps them, and the sweeper finds them."""
+        self.held.clear()
+        self.held_count = 0
+
     def is_held(self, event_id: str) -> bool:
         """Whether this event is being handled from the waiting table right now."""
         return event_id in self.busy

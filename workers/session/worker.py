@@ -131,6 +131,7 @@ class DownstreamWorker:
                 await held.close()
             await connections.close()
             self.cache.clear()
+            self.guard.forget_held()
 
     async def _coordinate(
         self, stop: asyncio.Event, connections: Connections, held: HeldShards, lanes: Lanes
