@@ -11,6 +11,8 @@ Every consumer runs as its own process and is measured over the steady middle of
 - inventory: at its 2 ms handling time against the ideal shards x concurrency / 2 ms,
   capped by the raw consumer's ceiling on the same shards;
 - warehouse: 200 ms per batch of 100 against the ideal 500 records/s;
+- shuffled: inventory at 0 ms with every order's events in a random order beside the same
+  drain in seq order, two interleaved pairs;
 - poison: inventory at 0 ms draining with 1% of orders poisoned beside the same drain with
   none (healthy events/s), two interleaved pairs;
 - scale: inventory at 2 ms with 1, 2 and 3 processes on one shared PostgreSQL store
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import random
 import statistics
 from typing import Any
 
@@ -234,6 +237,29 @@ def poison_cost(orders: int, pairs: int = 2) -> dict[str, Any]:
     }
 
 
+def shuffled_cost(orders: int, pairs: int = 2) -> dict[str, Any]:
+    """Events/s of inventory at 0 ms with every order's events in a random order beside the
+    same drain in seq order (the early ones wait for their predecessor)."""
+    data = variant_data(["inventory"], handler_time="0ms")
+    clean = events_for(orders)
+    rng = random.Random(11)
+    shuffled: list[AnyEvent] = []
+    for at in range(0, len(clean), 3):
+        shuffled += rng.sample(clean[at : at + 3], 3)
+    rounds: list[dict[str, Any]] = []
+    ratios: list[float] = []
+    for _ in range(pairs):
+        with drain.backlog(data, clean) as b:
+            in_order = drain.bus(b, "inventory")
+        with drain.backlog(data, shuffled) as b:
+            mixed = drain.bus(b, "inventory")
+        ratios.append(round(mixed.events_per_s / in_order.events_per_s, 3))
+        rounds.append(
+            {"in_order": in_order.as_dict(), "shuffled": mixed.as_dict(), "ratio": ratios[-1]}
+        )
+    return {"orders": orders, "rounds": rounds, "ratio_median": statistics.median(ratios)}
+
+
 def scale_out(orders: int, counts: tuple[int, ...] = (1, 2, 3)) -> dict[str, Any]:
     """inventory at 2 ms with 1, 2 and 3 processes sharing one PostgreSQL store."""
     data, events = variant_data(["inventory"]), events_for(orders)
@@ -277,6 +303,7 @@ async def main(orders: int, backlog: int, only: set[str]) -> dict[str, Any]:
         "inventory": ("inventory_2ms", lambda: inventory_2ms(orders)),
         "warehouse": ("warehouse_batches", lambda: warehouse_batches(orders)),
         "poison": ("poison_cost", lambda: poison_cost(3 * orders)),
+        "shuffled": ("shuffled_cost", lambda: shuffled_cost(3 * orders)),
         "scale": ("scale_out", lambda: scale_out(orders)),
         "backlog": ("backlog_drain", lambda: backlog_drain(spec, backlog)),
         "per_process": (
@@ -298,7 +325,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__)
     parser.add_argument("--orders", type=int, default=5000)
     parser.add_argument("--backlog", type=int, default=50_000)
-    parser.add_argument("--only", default="e2e,inventory,warehouse,poison,scale,backlog")
+    parser.add_argument("--only", default="e2e,inventory,warehouse,poison,shuffled,scale,backlog")
     args = parser.parse_args()
     configure_logging("WARNING")
     result = asyncio.run(main(args.orders, args.backlog, set(args.only.split(","))))

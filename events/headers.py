@@ -15,7 +15,8 @@ SEQ = "seq"
 
 # Retry bookkeeping, kept by the workers.
 ATTEMPTS = "x-attempts"  # handler failures so far
-DEFERRALS = "x-deferrals"  # waits for a missing predecessor so far
+DEFERRALS = "x-deferrals"  # waits for a missing predecessor so far (before the waiting table)
+RETRY_AT = "x-retry-at"  # when a copy in a retry tier is due back, ms since the epoch
 
 # The failure context of a dead letter.
 DEAD_REASON = "x-dead-reason"
@@ -51,6 +52,7 @@ BROKER_DEATH_HEADERS = frozenset(
 FAILURE_HEADERS = BROKER_DEATH_HEADERS | {
     ATTEMPTS,
     DEFERRALS,
+    RETRY_AT,
     DEAD_REASON,
     ERROR_TYPE,
     ERROR_MESSAGE,
@@ -85,6 +87,11 @@ PARKING_REASONS = frozenset(
         DeadReason.UNSUPPORTED_VERSION,
     }
 )
+
+
+def retry_at_of(headers: Mapping[str, Any]) -> int:
+    """x-retry-at in ms since the epoch (0 when absent or bad: due at once)."""
+    return count_of(headers, RETRY_AT)
 
 
 def count_of(headers: Mapping[str, Any], name: str) -> int:

@@ -134,7 +134,11 @@ def replica_table(status: BusStatus) -> Table:
 
 def table(rows: list[DownstreamStatus], vhost: str) -> Table:
     """The status as a table."""
-    t = Table(title=f"vhost {vhost!r} — lag s = time to drain at the current ack rate")
+    t = Table(
+        title=f"vhost {vhost!r} — lag s = time to drain at the current ack rate",
+        caption="retrying: copies in the retry tiers; events waiting for a predecessor are "
+        "held in each downstream's store (`python -m workers waiting <d>`, bus_worker_waiting)",
+    )
     for column in (
         "downstream",
         "ready",

@@ -67,15 +67,11 @@ def _compile_downstream(spec: TopologySpec, d: str, ds: DownstreamSpec, out: Bro
 
     retry_ex = names.retry_exchange(d)
     out.add(ExchangeDef(retry_ex, "direct"))
-    for tier, delay in ds.retry.tiers.items():
+    for tier in ds.retry.tiers:
         queue = names.retry_queue(d, tier)
         out.add(QueueDef(queue, dict(qtype)))
         out.add(BindingDef(retry_ex, queue, "queue", tier))
-        # An expired message dead-letters into the hash exchange, which sends it back
-        # to the shard its order_id hashes to.
-        definition: JsonDict = {"message-ttl": delay, "dead-letter-exchange": hash_ex}
-        definition |= _safe_dead_lettering(ds.queue_type, "reject-publish")
-        out.add(PolicyDef(queue, _exact(queue), definition))
+        out.add(PolicyDef(queue, _exact(queue), _tier_policy(ds)))
 
     dead_ex, dlq = names.dead_exchange(d), names.dlq(d)
     out.add(ExchangeDef(dead_ex, "fanout"))
@@ -83,6 +79,18 @@ def _compile_downstream(spec: TopologySpec, d: str, ds: DownstreamSpec, out: Bro
     out.add(BindingDef(dead_ex, dlq, "queue", ""))
     if ds.queue_type is QueueType.QUORUM:
         out.add(PolicyDef(dlq, _exact(dlq), {"delivery-limit": UNREACHED_DELIVERY_LIMIT}))
+
+
+def _tier_policy(ds: DownstreamSpec) -> JsonDict:
+    # No TTL and no dead-letter exchange: the workers' forwarders bring each copy back to its
+    # shard when its x-retry-at is due. 3.10's quorum dead-letter worker keeps re-sending to a
+    # node that is down, which stalled every retry behind it until the node returned.
+    definition: JsonDict = {"overflow": "reject-publish"}
+    if ds.queue_type is QueueType.QUORUM:
+        # A forwarder's closed channel gives back what it held; 4.x's default limit of 20
+        # would drop a copy given back that often (there is nowhere to dead-letter it).
+        definition["delivery-limit"] = UNREACHED_DELIVERY_LIMIT
+    return definition
 
 
 def _queue_args(queue_type: QueueType, replication: ReplicationSpec) -> JsonDict:

@@ -316,7 +316,13 @@ def _header_schemas() -> JsonDict:
                     "description": "The event's place in its order, equal to the body's seq.",
                 },
                 headers.ATTEMPTS: count("Handler failures so far (0 from the producer)."),
-                headers.DEFERRALS: count("Waits for a missing predecessor so far."),
+                headers.DEFERRALS: count(
+                    "Waits for a missing predecessor through the first retry tier (workers "
+                    "before the waiting table; now events wait in the downstream's store)."
+                ),
+                headers.RETRY_AT: count(
+                    "When a copy in a retry tier is due back in its shard (ms since the epoch)."
+                ),
                 headers.REDRIVEN_COUNT: count("How often an operator redrove it from the DLQ."),
                 headers.REDRIVEN_AT: text("When it was last redriven (ISO 8601)."),
                 headers.REPLAYED: text("Set on a copy replayed from the orders.log stream."),

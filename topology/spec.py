@@ -128,15 +128,17 @@ class RetrySpec(_Spec):
         "long": 60_000,
     }
     """Retry tiers, name: delay, in the order failures climb them (the last repeats); each is
-    a queue `<d>.retry.<name>` whose delay changes live."""
+    a queue `<d>.retry.<name>` where a retried event waits until the workers' forwarder
+    brings it back when due (a delay change takes effect as workers restart)."""
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
     """Handler failures before an event goes to the DLQ as retries-exhausted (parking its
     order)."""
-    # x the first tier: how long a later event waits for its predecessor. It must outlast
-    # the broker's dead-letter re-send delay after a restart (stock 180 s; see rabbitmq/).
+    # x the first tier: how long a later event waits (in the store's waiting table) for its
+    # predecessor, which may itself be in a retry tier or on its way back from one.
     max_deferrals: Annotated[int, Field(ge=0, le=10_000)] = 300
-    """Waits of the first tier's delay for a missing predecessor before an event goes to the
-    DLQ as predecessor-missing (parking its order)."""
+    """How long an event waits for a missing predecessor, in multiples of the first tier's
+    delay (it waits in the downstream's store, table `waiting`), before it goes to the DLQ as
+    predecessor-missing (parking its order)."""
 
     @model_validator(mode="after")
     def _delays_positive(self) -> RetrySpec:

@@ -97,6 +97,14 @@ class WorkerMetrics:
             "bus_worker_scale_out_recommended", "1 when the lag passes the file's scale_out_lag"
         )
         self.in_flight = gauge("bus_worker_in_flight", "Deliveries received and not settled")
+        self.waiting = gauge(
+            "bus_worker_waiting",
+            "Events held in the downstream's store (table waiting) for their predecessor",
+        )
+        self.forwarded = counter(
+            "bus_worker_retry_forwarded",
+            "Retried events brought back from a retry tier to their shard when due",
+        )
         self.shards_owned = gauge(
             "bus_worker_shards_owned", "Shards this process holds the lease of and consumes"
         )
@@ -117,6 +125,8 @@ class DownstreamMetrics:
         self.duplicates = m.duplicates.labels(downstream)
         self.deferred = m.deferred.labels(downstream)
         self.in_flight = m.in_flight.labels(downstream)
+        self.waiting = m.waiting.labels(downstream)
+        self.forwarded = m.forwarded.labels(downstream)
         self.shards_owned = m.shards_owned.labels(downstream)
         self.lag = m.lag.labels(downstream)
         self.scale_out = m.scale_out.labels(downstream)

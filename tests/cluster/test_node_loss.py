@@ -1,6 +1,8 @@
 """The relay and `workers all` on the three-node cluster under a steady load (900 orders, 10%
 flaky, 3% poison) while the node leading most shards is SIGKILLed and restarted, and later a
-second node's application is stopped and started.
+second node's application is stopped and started. While the killed node is down, every
+downstream applies new events, and events retried (through a tier and the forwarder) and
+deferred (held in the store) after the kill.
 
 It proves from the outbox, the stores, the DLQs and the stream: every event applied once per
 downstream in seq order, only the poisoned orders dead-lettered, the outbox drained, every
@@ -16,6 +18,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,49 @@ async def applies_again(db: Path, stores: Path, downstreams: list[str], mark: in
         return True
 
     await eventually(fresh, within=RESUME_WITHIN, every=0.2, what="every downstream applying")
+
+
+def logged_since(logs: Path, event: str, since: float) -> dict[str, set[str]]:
+    """The event_ids per downstream of a worker log event (JSON lines) logged after `since`
+    (seconds since the epoch)."""
+    found: dict[str, set[str]] = {}
+    for path in logs.glob("*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if f'"{event}"' not in line:
+                continue
+            try:
+                record = json.loads(line)
+                at = datetime.fromisoformat(record["timestamp"]).timestamp()
+            except (ValueError, KeyError):
+                continue
+            if at >= since and record.get("event_id") and record.get("downstream"):
+                found.setdefault(record["downstream"], set()).add(record["event_id"])
+    return found
+
+
+async def retried_and_deferred_apply(
+    logs: Path, stores: Path, downstreams: list[str], since: float
+) -> None:
+    """Wait until every downstream has applied an event it retried and one it held for a
+    predecessor after `since`: neither path waits for a lost node (issue 25)."""
+
+    def applied_some(ids: set[str], d: str) -> bool:
+        if not ids:
+            return False
+        marks = ",".join("?" * len(ids))
+        with sqlite3.connect(stores / f"{d}.db") as conn:
+            query = f"SELECT 1 FROM inbox WHERE event_id IN ({marks})"
+            return conn.execute(query, list(ids)).fetchone() is not None
+
+    def both() -> bool:
+        retried = logged_since(logs, "worker.retry", since)
+        waited = logged_since(logs, "worker.waiting", since)
+        return all(
+            applied_some(retried.get(d, set()), d) and applied_some(waited.get(d, set()), d)
+            for d in downstreams
+        )
+
+    await eventually(both, within=RESUME_WITHIN, every=1, what="retried and deferred applying")
 
 
 async def cli(env: dict[str, str], *args: str) -> tuple[int, str]:
@@ -160,12 +206,18 @@ async def test_a_killed_node_and_a_stopped_node_lose_nothing(
         led = leaders(cluster_vhost, spec)
         victim, count = led.most_common(1)[0]
         number = cluster.number(victim)
-        mark, killed = last_outbox_id(db), time.monotonic()
+        mark, killed, killed_at = last_outbox_id(db), time.monotonic(), time.time()
         await cluster.act(number, "kill")
         await applies_again(db, stores, downstreams, mark)
         faults.append(
             f"SIGKILL {victim} (led {count} of {sum(led.values())} shards): "
             f"applying again after {time.monotonic() - killed:.1f}s"
+        )
+        await retried_and_deferred_apply(logs, stores, downstreams, killed_at)
+        assert victim not in cluster.running(), "the node returned before the check"
+        faults.append(
+            f"retried and deferred events applying again {time.monotonic() - killed:.1f}s "
+            "after the kill, node still down"
         )
         # status names every shard and the log as under-replicated, with the victim not live
         every = {names.shard(d, i) for d, ds in spec.downstreams.items() for i in range(ds.shards)}

@@ -12,7 +12,7 @@ from events import AnyEvent
 from topology.spec import DownstreamSpec
 from workers.api import Handler
 from workers.applying.watchdog import Watchdog
-from workers.store.database import DownstreamStore, Progress
+from workers.store.database import DownstreamStore, Progress, WaitingRow
 
 # Group commit for downstreams without a batch setting: up to this many events, without
 # waiting for more (what arrives while one commit runs forms the next: batches grow with the
@@ -28,9 +28,11 @@ class AlreadyApplied(Exception):
 @dataclass(slots=True)
 class _Pending:
     event_id: str
-    event: AnyEvent | None  # None: only the order's parking changes
+    event: AnyEvent | None  # None: nothing applied (a parking, a held or a dropped event)
     order_id: str
-    progress: Progress
+    progress: Progress | None  # after the event, or the order's parking; None: unchanged
+    held: WaitingRow | None = None  # to hold for its predecessor
+    unwait: bool = False  # delete the event's waiting row
 
 
 @dataclass
@@ -75,13 +77,24 @@ class Committer:
             timeout=spec.handler_timeout / 1000,
         )
 
-    async def submit(self, event: AnyEvent, event_id: str, progress: Progress) -> None:
-        """Commit event with the order's new progress; returns once it is durable."""
-        await self._join(_Pending(event_id, event, event.order_id, progress))
+    async def submit(
+        self, event: AnyEvent, event_id: str, progress: Progress, unwait: bool = False
+    ) -> None:
+        """Commit event with the order's new progress (and, with unwait, delete its waiting
+        row in the same transaction); returns once it is durable."""
+        await self._join(_Pending(event_id, event, event.order_id, progress, unwait=unwait))
 
     async def park(self, order_id: str, progress: Progress) -> None:
         """Persist an order's parked event (its last seq as it is); returns once durable."""
         await self._join(_Pending("", None, order_id, progress))
+
+    async def hold(self, row: WaitingRow) -> None:
+        """Hold an event for its predecessor in the waiting table; returns once durable."""
+        await self._join(_Pending(row.event_id, None, row.order_id, None, held=row))
+
+    async def unwait(self, event_id: str, order_id: str) -> None:
+        """Delete a held event's waiting row; returns once durable."""
+        await self._join(_Pending(event_id, None, order_id, None, unwait=True))
 
     async def _join(self, pending: _Pending) -> None:
         if not self._batches or len(self._batches[-1].entries) >= self.max_batch:
@@ -92,7 +105,7 @@ class Committer:
             self._filled.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
-        if pending.event_id in await batch.done:
+        if pending.event_id in await batch.done and pending.event is not None:
             raise AlreadyApplied(pending.event_id)
 
     async def close(self) -> None:
@@ -139,12 +152,19 @@ class Committer:
     def _commit_sync(self, entries: list[_Pending]) -> None:
         """On the store's thread: effects, inbox rows, progress and parkings in one transaction."""
         applied = [p for p in entries if p.event is not None]
-        parked = {p.order_id: p.progress for p in entries if p.event is None}
+        parked = {
+            p.order_id: p.progress for p in entries if p.event is None and p.progress is not None
+        }
+        held = [p.held for p in entries if p.held is not None]
+        dropped = [p.event_id for p in entries if p.unwait]
         with self.store.transaction() as tx:
+            if held:
+                self.store.record_waiting(tx, held)
+            if dropped:
+                self.store.drop_waiting(tx, dropped)
             if applied:
-                self.store.record_applied(
-                    tx, [_inbox_row(p) for p in applied], {p.order_id: p.progress for p in applied}
-                )
+                progress = {p.order_id: p.progress for p in applied if p.progress is not None}
+                self.store.record_applied(tx, [_inbox_row(p) for p in applied], progress)
                 # Last: rows other processes also update (stock, points) stay locked only
                 # until the commit right after.
                 self.handler.write(tx, [p.event for p in applied if p.event is not None])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ class Retry:
 
     tier: str
     headers: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Hold in the store's waiting table until the predecessor is applied, at most until
+    expires_at_ms (then the event is dead-lettered as predecessor-missing)."""
+
+    expires_at_ms: int
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,16 @@ def _carried(headers: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in headers.items() if k not in h.BROKER_DEATH_HEADERS}
 
 
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch (due times shared between processes)."""
+    return time.time_ns() // 1_000_000
+
+
+def wait_bound_ms(retry: RetrySpec) -> int:
+    """How long an event waits for its predecessor: max_deferrals x the first tier's delay."""
+    return retry.max_deferrals * next(iter(retry.tiers.values()))
+
+
 def on_failure(
     headers: Mapping[str, Any], exc: BaseException, retry: RetrySpec, queue: str
 ) -> Retry | DeadLetter:
@@ -69,7 +88,8 @@ def on_failure(
         )
     tiers = list(retry.tiers)
     tier = tiers[min(attempts - 1, len(tiers) - 1)]
-    return Retry(tier, {**_carried(headers), h.ATTEMPTS: attempts})
+    due = now_ms() + retry.tiers[tier]
+    return Retry(tier, {**_carried(headers), h.ATTEMPTS: attempts, h.RETRY_AT: due})
 
 
 def gap_detail(
@@ -95,17 +115,27 @@ def gap_detail(
 
 
 def on_gap(
-    headers: Mapping[str, Any], parked: bool, retry: RetrySpec, queue: str, detail: str
-) -> Retry | DeadLetter:
-    """A predecessor is missing: wait through the first tier (attempts untouched), or DLQ."""
+    headers: Mapping[str, Any],
+    parked: bool,
+    retry: RetrySpec,
+    queue: str,
+    detail: str,
+    expires_at_ms: int | None = None,
+) -> Wait | DeadLetter:
+    """A predecessor is missing: wait in the store (until expires_at_ms when it already
+    waits there), or dead-letter behind a parked order or once the bound has passed."""
     if parked:
         reason = DeadReason.BLOCKED_BY_PREDECESSOR
         return DeadLetter(reason, dead_headers(headers, reason, None, queue, None, detail))
-    deferrals = deferrals_of(headers) + 1
-    if deferrals > retry.max_deferrals:
+    now = now_ms()
+    if expires_at_ms is None:
+        # A copy deferred through the first tier by an older worker has used up some waits.
+        used = deferrals_of(headers) * next(iter(retry.tiers.values()))
+        expires_at_ms = now + wait_bound_ms(retry) - used
+    if expires_at_ms <= now:
         reason = DeadReason.PREDECESSOR_MISSING
         return DeadLetter(reason, dead_headers(headers, reason, None, queue, None, detail))
-    return Retry(next(iter(retry.tiers)), {**_carried(headers), h.DEFERRALS: deferrals})
+    return Wait(expires_at_ms)
 
 
 def dead_headers(

@@ -1,6 +1,7 @@
 """`python -m workers [run] all | <downstream> ...` (consume until SIGTERM/SIGINT),
-`python -m workers migrate` and `python -m workers ready`: the downstreams' workers, their
-stores' migrations, and a healthcheck."""
+`python -m workers migrate`, `python -m workers ready` and `python -m workers waiting <d>`:
+the downstreams' workers, their stores' migrations, a healthcheck, and the events a store
+holds for their predecessor."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from workers.process.migrate_cli import FAILURES, MIGRATE
 from workers.process.ready import READY
 from workers.process.settings import WorkerSettings
 from workers.process.supervisor import run_processes
+from workers.process.waiting_cli import WAITING
 
 Context = ServiceContext[WorkerSettings]
 
@@ -84,7 +86,9 @@ RUN = cli.Command[Context](
 
 def build_parser(prog: str = "python -m workers") -> argparse.ArgumentParser:
     """The command-line parser."""
-    return cli.build_parser(prog, __doc__, [RUN, MIGRATE, READY], [cli.FILE], default="run")
+    return cli.build_parser(
+        prog, __doc__, [RUN, MIGRATE, READY, WAITING], [cli.FILE, cli.JSON], default="run"
+    )
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m workers") -> int:

@@ -13,7 +13,7 @@ import structlog
 from broker.received import Received
 from events import AnyEvent, MalformedEvent, decode
 from events.evolution import UnsupportedVersion
-from workers.applying.guard import OrderingGuard
+from workers.applying.guard import OrderingGuard, Waited
 from workers.applying.progress import ProgressCache
 from workers.metrics import DownstreamMetrics
 from workers.session.acks import Acker
@@ -84,11 +84,12 @@ class Lanes:
         self.slots = slots  # orders handled at once (the downstream's concurrency)
         self.metrics = metrics
         self.ack_first = ack_first
-        self.lanes: dict[str, deque[Delivery]] = {}
+        self.lanes: dict[str, deque[Delivery | Waited]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.holding = 0  # deliveries received and not yet settled
         self.by_shard: Counter[str] = Counter()  # the same, per shard
         self._drained: dict[str, asyncio.Event] = {}  # shards being given up
+        self.released: set[str] = set()  # held events queued in a lane by the sweeper
         self.debug = log.bind().is_enabled_for(logging.DEBUG)  # checked before building a line
 
     def on_message(self, shard: str, acker: Acker, message: Received) -> None:
@@ -129,17 +130,35 @@ class Lanes:
         lane = self.lanes[order_id] = deque([delivery])
         self._start(self._run_lane(order_id, lane))
 
+    def release(self, waited: Waited) -> None:
+        """Run an event the store held for its predecessor in its order's lane (the
+        sweeper's: its predecessor was applied elsewhere, its order parked, or its wait ran
+        out)."""
+        if self.guard.is_held(waited.event_id) or waited.event_id in self.released:
+            return
+        self.released.add(waited.event_id)
+        order_id = waited.order_id
+        lane = self.lanes.get(order_id)
+        if lane is not None:
+            lane.append(waited)
+            return
+        lane = self.lanes[order_id] = deque([waited])
+        self._start(self._run_lane(order_id, lane))
+
     def _start(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run_lane(self, order_id: str, lane: deque[Delivery]) -> None:
+    async def _run_lane(self, order_id: str, lane: deque[Delivery | Waited]) -> None:
         try:
             async with self.slots:
                 while lane:
                     delivery = lane.popleft()
-                    await self._run(delivery, self.guard.handle(delivery, self.divert))
+                    if isinstance(delivery, Waited):
+                        await self._run_held(delivery)
+                    else:
+                        await self._run(delivery, self.guard.handle(delivery, self.divert))
         finally:
             if self.lanes.get(order_id) is lane:
                 del self.lanes[order_id]
@@ -161,6 +180,17 @@ class Lanes:
             self._done(d, hand_back=True)
             return
         self._done(d, hand_back=False)
+
+    async def _run_held(self, w: Waited) -> None:
+        """A held event: nothing to settle on the broker; a failure leaves its row waiting."""
+        try:
+            await self.guard.handle(w, self.divert)
+        except Exception as exc:
+            log.warning(
+                "worker.waiting_failed", downstream=self.name, event_id=w.event_id, error=repr(exc)
+            )
+        finally:
+            self.released.discard(w.event_id)
 
     def _done(self, d: Delivery, hand_back: bool) -> None:
         self.holding -= 1

@@ -14,20 +14,27 @@ from functools import partial
 import structlog
 
 from common.loop import reconnecting
+from topology import names
 from topology.spec import DownstreamSpec, Semantics
 from workers.api import Handler
-from workers.applying.guard import OrderingGuard
+from workers.applying.guard import OrderingGuard, Waited
+from workers.applying.policy import now_ms
 from workers.applying.progress import ProgressCache
 from workers.metrics import DownstreamMetrics, sample_lag
 from workers.ownership.coordinator import ROUND_SECONDS, Coordinator
 from workers.session.connections import Connections
 from workers.session.divert import Divert
+from workers.session.forwarder import Forwarder
 from workers.session.lanes import Lanes
 from workers.session.shards import HeldShards
 from workers.store.database import DownstreamStore
 
 log = structlog.get_logger("workers")
 DISCOVER_EVERY = 1  # rounds between looks at the broker for shards created or deleted
+SWEEP_SECONDS = 1.0  # between looks at the store for held events whose wait is over
+# A held event not handled this long after it was held is taken by any process (its shard's
+# owner may be gone): the inbox key keeps it applied once if two race.
+STALE_MS = 15_000
 
 
 class DownstreamWorker:
@@ -124,6 +131,7 @@ class DownstreamWorker:
                 await held.close()
             await connections.close()
             self.cache.clear()
+            self.guard.forget_held()
 
     async def _coordinate(
         self, stop: asyncio.Event, connections: Connections, held: HeldShards, lanes: Lanes
@@ -139,6 +147,9 @@ class DownstreamWorker:
                 self.spec.scale_out_lag,
             )
         )
+        sweeper = asyncio.create_task(self._sweep(held, lanes))
+        forwarder = Forwarder(self.name, self.spec.retry.tiers, connections.publisher, self.metrics)
+        forwarding = asyncio.create_task(forwarder.run())
         try:
             rounds = 0
             while not (stop.is_set() or connections.ended.is_set()):
@@ -151,8 +162,25 @@ class DownstreamWorker:
                 await _first(stop, connections.ended, within=ROUND_SECONDS)
         finally:
             sampler.cancel()
+            sweeper.cancel()
+            forwarding.cancel()
+            await asyncio.gather(sweeper, forwarding, return_exceptions=True)
         if connections.ended.is_set() and not stop.is_set():
             raise ConnectionError("broker connection or channel closed")
+
+    async def _sweep(self, held: HeldShards, lanes: Lanes) -> None:
+        """Every second: run the held events whose wait is over (their predecessor applied by
+        another process, their order parked, or the bound passed) in their orders' lanes."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                now = now_ms()
+                shards = [names.shard(self.name, i) for i in held.active]
+                for row in await self.store.due_waiting(now, shards, now - STALE_MS):
+                    lanes.release(Waited.of(row))
+                self.metrics.waiting.set(await self.store.count_waiting())
+            except Exception as exc:
+                log.warning("worker.sweep_failed", downstream=self.name, error=repr(exc))
 
 
 async def _first(*events: asyncio.Event, within: float) -> None:

@@ -40,6 +40,40 @@ _UPSERT_PROGRESS = upsert_sql("order_progress", ["order_id"], ["last_seq", "park
 _PARK = upsert_sql(
     "order_progress", ["order_id"], ["last_seq", "parked_event_id"], update=["parked_event_id"]
 )
+_INSERT_WAITING = (
+    insert_sql(
+        "waiting",
+        [
+            "event_id",
+            "order_id",
+            "seq",
+            "shard",
+            "body",
+            "headers",
+            "message_type",
+            "content_type",
+            "timestamp_us",
+            "app_id",
+            "since_ms",
+            "expires_at_ms",
+        ],
+    )
+    + " ON CONFLICT (event_id) DO NOTHING"
+)
+_DROP_WAITING = "DELETE FROM waiting WHERE event_id = ?"
+_WAITING_COLUMNS = (
+    "w.event_id, w.order_id, w.seq, w.shard, w.body, w.headers, w.message_type, "
+    "w.content_type, w.timestamp_us, w.app_id, w.since_ms, w.expires_at_ms"
+)
+# Rows whose wait is over: the predecessor is in (or the row is a duplicate), the order is
+# parked, or the deferral bound passed; of the shards named, or stale (any shard).
+_DUE_WAITING = (
+    f"SELECT {_WAITING_COLUMNS} FROM waiting w "
+    "LEFT JOIN order_progress p ON p.order_id = w.order_id "
+    "WHERE (w.seq <= COALESCE(p.last_seq, 0) + 1 OR p.parked_event_id IS NOT NULL "
+    "OR w.expires_at_ms <= ?) AND (w.shard IN {in} OR w.since_ms <= ?) "
+    "ORDER BY w.order_id, w.seq LIMIT ?"
+)
 _LOAD_PROGRESS = (
     "SELECT order_id, last_seq, parked_event_id FROM order_progress WHERE order_id IN {in}"
 )
@@ -51,6 +85,49 @@ class Progress:
 
     last_seq: int = 0
     parked_event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingRow:
+    """An event held in the store until its predecessor is applied: the delivery to rebuild."""
+
+    event_id: str
+    order_id: str
+    seq: int
+    shard: str
+    body: bytes
+    headers: str  # JSON
+    message_type: str | None
+    content_type: str | None
+    timestamp_us: int | None
+    app_id: str | None
+    since_ms: int
+    expires_at_ms: int
+
+    @classmethod
+    def of(cls, row: Sequence[Any]) -> WaitingRow:
+        """From a row of the waiting table's columns, in their order."""
+        (event_id, order_id, seq, shard, body, headers, mtype, ctype, ts, app, since, exp) = row
+        return cls(
+            event_id, order_id, seq, shard, bytes(body), headers, mtype, ctype, ts, app, since, exp
+        )
+
+    def values(self) -> tuple[Any, ...]:
+        """The row's values in the table's column order."""
+        return (
+            self.event_id,
+            self.order_id,
+            self.seq,
+            self.shard,
+            self.body,
+            self.headers,
+            self.message_type,
+            self.content_type,
+            self.timestamp_us,
+            self.app_id,
+            self.since_ms,
+            self.expires_at_ms,
+        )
 
 
 def sqlite_file(downstream: str, dsn: str | None, store_dir: Path) -> Path | None:
@@ -89,6 +166,7 @@ class DownstreamStore:
         self.metadata = metadata
         self.inbox = metadata.tables["inbox"]
         self.progress = metadata.tables["order_progress"]
+        self.waiting = metadata.tables["waiting"]
         self.dialect = engine.dialect.name
         self.inline = self.dialect == "sqlite"
         dbapi: Any = engine.dialect.dbapi
@@ -188,6 +266,61 @@ class DownstreamStore:
     def record_parked(self, tx: Tx, parked: dict[str, Progress]) -> None:
         """Persist orders' parked events (their last applied seq kept as it is)."""
         tx.executemany(_PARK, [(o, p.last_seq, p.parked_event_id) for o, p in parked.items()])
+
+    def record_waiting(self, tx: Tx, rows: Sequence[WaitingRow]) -> None:
+        """Hold events for their predecessor (a row already held is kept as it is)."""
+        tx.executemany(_INSERT_WAITING, [r.values() for r in rows])
+
+    def drop_waiting(self, tx: Tx, event_ids: Sequence[str]) -> None:
+        """Delete held events (applied, moved to a tier or the DLQ, or duplicates)."""
+        tx.executemany(_DROP_WAITING, [(e,) for e in event_ids])
+
+    async def due_waiting(
+        self, now_ms: int, shards: Sequence[str], stale_before_ms: int, limit: int = 1000
+    ) -> list[WaitingRow]:
+        """Held events whose wait is over, of these shards or held since before stale_before."""
+        return await self.run(self._due_waiting, now_ms, list(shards), stale_before_ms, limit)
+
+    def _due_waiting(
+        self, now_ms: int, shards: list[str], stale_before_ms: int, limit: int
+    ) -> list[WaitingRow]:
+        names = shards or [""]
+        sql = _DUE_WAITING.replace("{in}", "(" + ", ".join("?" * len(names)) + ")")
+        cursor = self._db.cursor()
+        try:
+            rows = Tx(cursor, self.dialect).fetchall(sql, [now_ms, *names, stale_before_ms, limit])
+        finally:
+            cursor.close()
+        return [WaitingRow.of(r) for r in rows]
+
+    async def is_waiting(self, event_id: str) -> bool:
+        """Whether the store still holds this event for its predecessor."""
+        return await self.run(self._is_waiting, event_id)
+
+    def _is_waiting(self, event_id: str) -> bool:
+        cursor = self._db.cursor()
+        try:
+            sql = "SELECT 1 FROM waiting WHERE event_id = ?"
+            return bool(Tx(cursor, self.dialect).fetchall(sql, [event_id]))
+        finally:
+            cursor.close()
+
+    async def count_waiting(self) -> int:
+        """How many events the store holds for their predecessor."""
+        return await self.run(self._count_waiting)
+
+    def _count_waiting(self) -> int:
+        cursor = self._db.cursor()
+        try:
+            [(count,)] = Tx(cursor, self.dialect).fetchall("SELECT COUNT(*) FROM waiting")
+        finally:
+            cursor.close()
+        return int(count)
+
+    async def waiting_rows(self) -> list[Any]:
+        """Every held event, by order and seq (for operators and tests)."""
+        w = self.waiting
+        return await self.query(select(w).order_by(w.c.order_id, w.c.seq))
 
     async def query(self, statement: Executable) -> list[Any]:
         """Run a read statement (SQLAlchemy) on the store's thread; all rows."""

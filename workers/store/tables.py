@@ -1,8 +1,8 @@
-"""The tables every downstream store has beside its handler's: inbox, progress, leases."""
+"""The tables every downstream store has beside its handler's: inbox, progress, waiting, leases."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, Text
 
 
 def inbox_table(metadata: MetaData) -> Table:
@@ -26,6 +26,27 @@ def progress_table(metadata: MetaData) -> Table:
         Column("order_id", String(64), primary_key=True),
         Column("last_seq", Integer, nullable=False),
         Column("parked_event_id", String(36), nullable=True),
+    )
+
+
+def waiting_table(metadata: MetaData) -> Table:
+    """waiting(event_id pk, order_id, seq, shard, the message, since, expiry): events that
+    arrived before their predecessor, held until it is applied or the deferral bound passes."""
+    return Table(
+        "waiting",
+        metadata,
+        Column("event_id", String(36), primary_key=True),
+        Column("order_id", String(64), nullable=False, index=True),
+        Column("seq", Integer, nullable=False),
+        Column("shard", String(255), nullable=False),
+        Column("body", LargeBinary, nullable=False),
+        Column("headers", Text, nullable=False),
+        Column("message_type", String(64), nullable=True),
+        Column("content_type", String(64), nullable=True),
+        Column("timestamp_us", BigInteger, nullable=True),
+        Column("app_id", String(200), nullable=True),
+        Column("since_ms", BigInteger, nullable=False),
+        Column("expires_at_ms", BigInteger, nullable=False),
     )
 
 
@@ -58,9 +79,11 @@ def lease_tables(metadata: MetaData) -> None:
 
 
 def store_tables(metadata: MetaData) -> None:
-    """The tables every store has beside its handler's: the inbox, progress and shard leases."""
+    """The tables every store has beside its handler's: the inbox, progress, waiting events
+    and shard leases."""
     inbox_table(metadata)
     progress_table(metadata)
+    waiting_table(metadata)
     lease_tables(metadata)
 
 

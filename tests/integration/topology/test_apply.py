@@ -9,7 +9,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from broker.objects import BindingDef, QueueDef
+from broker.objects import BindingDef, PolicyDef, QueueDef
 from broker.queues import queue_depth
 from operations.cli import main
 from tests.support import topologies
@@ -70,44 +70,46 @@ def test_apply_creates_exactly_the_compiled_objects_and_is_idempotent(
     assert "the broker matches the file" in capsys.readouterr().out
 
 
-async def test_retry_delay_change_is_applied_live_keeping_messages(
+async def test_an_older_tier_policy_loses_its_ttl_live_keeping_messages(
     vhost: Vhost,
     monkeypatch: pytest.MonkeyPatch,
     topology_file: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = topologies.default_data()
-    data["downstreams"]["loyalty"]["retry"]["tiers"]["long"] = "1h"
     path = topology_file(data)
     assert _cli(vhost, monkeypatch, "--file", str(path), "apply") == 0
+    # As an older version applied it: the tier's TTL dead-lettered copies back to the shards.
+    older = PolicyDef(
+        "loyalty.retry.long",
+        r"^loyalty\.retry\.long$",
+        {
+            "message-ttl": 3_600_000,
+            "dead-letter-exchange": "loyalty",
+            "overflow": "reject-publish",
+            "dead-letter-strategy": "at-least-once",
+        },
+    )
+    vhost.client.put_policy(vhost.name, older)
     connection = await aio_pika.connect(vhost.amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         message = aio_pika.Message(b"waiting", headers={"order_id": "o-1"})
         await publish_confirmed(channel, "loyalty.retry", [("long", message)])
-        assert await queue_depth(channel, "loyalty.retry.long") == 1
-
-        data["downstreams"]["loyalty"]["retry"]["tiers"]["long"] = "2h"
-        path = topology_file(data)
         capsys.readouterr()
         assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 3
         out = capsys.readouterr().out
-        assert "update policy loyalty.retry.long: message-ttl 3600000 -> 7200000 (live)" in out
+        assert "update policy loyalty.retry.long" in out and "(live)" in out
         assert _cli(vhost, monkeypatch, "--file", str(path), "apply") == 0
         assert _cli(vhost, monkeypatch, "--file", str(path), "plan") == 0
-        policy = next(
-            p
-            for p in vhost.client.list_objects("policies", vhost.name)
-            if p["name"] == "loyalty.retry.long"
-        )
-        assert policy["definition"]["message-ttl"] == 7_200_000
         assert await queue_depth(channel, "loyalty.retry.long") == 1
 
-        def effective_ttl() -> bool:
+        def no_ttl() -> bool:
             q = vhost.client.queue(vhost.name, "loyalty.retry.long") or {}
-            return (q.get("effective_policy_definition") or {}).get("message-ttl") == 7_200_000
+            effective = q.get("effective_policy_definition") or {}
+            return "message-ttl" not in effective and "dead-letter-exchange" not in effective
 
-        await eventually(effective_ttl, within=30, what="the new TTL in effect")
+        await eventually(no_ttl, within=30, what="the tier without TTL and dead-lettering")
 
 
 @pytest.mark.parametrize(

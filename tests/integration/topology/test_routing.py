@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
-import time
 from collections import defaultdict
 
 import aio_pika
 import pytest
+from prometheus_client import CollectorRegistry
 
 from broker.queues import queue_depth
 from events import decode, encode
+from events import headers as h
 from tests.support.amqp import drain, publish_confirmed
 from tests.support.factories import order_events
 from tests.support.fixtures import Vhost
 from topology import names
 from topology.spec import TopologySpec
+from workers.applying.policy import now_ms
+from workers.metrics import DownstreamMetrics, WorkerMetrics
+from workers.session.forwarder import Forwarder
 
 pytestmark = pytest.mark.integration
 ORDERS = 1000
@@ -86,7 +91,7 @@ async def test_unknown_routing_key_lands_in_unroutable(
                 assert await queue_depth(channel, names.shard(d, i)) == 0
 
 
-async def test_expired_retry_returns_to_the_same_shard(
+async def test_a_due_retry_returns_to_the_same_shard_through_the_forwarder(
     vhost: Vhost, fast_spec: TopologySpec
 ) -> None:
     vhost.apply(fast_spec)
@@ -105,15 +110,22 @@ async def test_expired_retry_returns_to_the_same_shard(
         assert decode(first) == created
 
         retry = encode(paid)
-        retry.headers["x-attempts"] = 1
-        sent_at = time.monotonic()  # before the publish: it cannot expire before sent_at + TTL
+        due = now_ms() + delay_ms
+        retry.headers = {**(retry.headers or {}), h.ATTEMPTS: 1, h.RETRY_AT: due}
         await publish_confirmed(channel, names.retry_exchange(d), [(tier, retry)])
+        await asyncio.sleep(delay_ms / 1000 + 0.5)
+        # No TTL: past due, it is still in its tier until a forwarder takes it.
         assert await queue_depth(channel, names.retry_queue(d, tier)) == 1
-        [back] = await drain(channel, home[0], 1, within=delay_ms / 1000 + 10)
-        # The broker stamps its expiry in whole milliseconds: a millisecond's leeway.
-        assert time.monotonic() - sent_at >= delay_ms / 1000 - 0.001, "back before its TTL"
+        metrics = DownstreamMetrics(WorkerMetrics(CollectorRegistry()), d, ds.retry.tiers)
+        forwarder = Forwarder(d, ds.retry.tiers, connection, metrics)
+        forwarding = asyncio.create_task(forwarder.run())
+        try:
+            [back] = await drain(channel, home[0], 1, within=10)
+        finally:
+            forwarding.cancel()
+            await asyncio.gather(forwarding, return_exceptions=True)
         assert decode(back) == paid
-        assert back.headers["x-attempts"] == 1
-        death = back.headers["x-death"][0]
-        assert death["queue"] == names.retry_queue(d, tier) and death["reason"] == "expired"
+        assert back.headers["x-attempts"] == 1 and h.RETRY_AT not in back.headers
+        assert "x-death" not in back.headers
+        assert await queue_depth(channel, names.retry_queue(d, tier)) == 0
         assert all([await queue_depth(channel, s) == 0 for s in shards])

@@ -1,6 +1,7 @@
-"""A retry tier's message expires while its shard is full (max-length, reject-publish): the
-quorum retry queue's at-least-once dead-lettering keeps it and sends it again once the shard
-has room, so it is applied, in order with its successors; nothing is lost."""
+"""A retried copy is due while its shard is full (max-length, reject-publish): it stays in its
+tier (no TTL) until a forwarder takes it, and the forwarder's publish, refused while the shard
+has no room, is tried again until it is confirmed; so it is applied, in order with its
+successors; nothing is lost."""
 
 from __future__ import annotations
 
@@ -41,19 +42,19 @@ async def test_a_retry_expiring_into_a_full_shard_is_kept_and_delivered_later(
         await publish_events(vhost.amqp_url, over[1:2])
     assert await depth(vhost.amqp_url, shard) == FULL + 1
 
-    # ord-late's created event failed once and waits in the first retry tier; it expires
-    # into the hash exchange while the shard has no room.
+    # ord-late's created event failed once and waits in the first retry tier; it is due
+    # while the shard has no room.
     created, paid, shipped = order_events("ord-late")
     retried = encode(created)
-    retried.headers = {**(retried.headers or {}), h.ATTEMPTS: 1}
+    retried.headers = {**(retried.headers or {}), h.ATTEMPTS: 1, h.RETRY_AT: 0}
     await publish_to(vhost.amqp_url, names.retry_exchange(D), [(tier, retried)])
 
-    async def refused() -> bool:
-        # Expired, and refused by the full shard: the retry queue holds it, nothing is ready.
+    async def kept() -> bool:
+        # Past due, and still in its tier: no TTL moves it; only a forwarder does.
         ready = await depth(vhost.amqp_url, names.retry_queue(D, tier))
-        return ready == 0 and await depth(vhost.amqp_url, shard) == FULL + 1
+        return ready == 1 and await depth(vhost.amqp_url, shard) == FULL + 1
 
-    await eventually(refused, within=10, what="the expired retry refused by the full shard")
+    await eventually(kept, within=10, what="the due retry kept in its tier")
     async with running_workers(vhost.amqp_url, spec, tmp_path, [D]) as workers:
         store = workers.workers[0].store
 
@@ -67,8 +68,8 @@ async def test_a_retry_expiring_into_a_full_shard_is_kept_and_delivered_later(
             seqs = by_order(await store.inbox_rows()).get("ord-late")
             return seqs if seqs and len(seqs) == 3 else None
 
-        # The broker sends the refused dead letter again after its confirm timeout (10 s
-        # here, set by scripts/broker-up); paid and shipped wait for it meanwhile.
+        # The forwarder tries a refused publish again until the shard has room; paid and
+        # shipped wait in the store for it meanwhile.
         assert await eventually(late_applied, within=60, what="ord-late applied") == [1, 2, 3]
 
         async def all_applied() -> dict[str, list[int]] | None:

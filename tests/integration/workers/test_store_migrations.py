@@ -106,7 +106,7 @@ async def test_a_migration_adds_a_column_to_a_running_store_that_holds_data(
         assert applied == {o[0].order_id: [1, 2, 3] for b in batches for o in b}
         with store.engine.begin() as conn:
             in_store_schema(conn, D)
-            assert current(conn) == {"bus_0001", "notifier_0002"}
+            assert current(conn) == {"bus_0002", "notifier_0002"}
             assert drift(conn, store.metadata) == []
 
 
@@ -143,7 +143,7 @@ async def test_every_shipped_store_and_the_outbox_migrate_to_their_tables_on_pos
             try:
                 with store.engine.begin() as conn:
                     in_store_schema(conn, handler.name)
-                    assert current(conn) == {"bus_0001", f"{handler.name}_0001"}
+                    assert current(conn) == {"bus_0002", f"{handler.name}_0001"}
                     assert drift(conn, handler.metadata) == [], handler.name
             finally:
                 await store.close()

@@ -17,7 +17,7 @@ from events import headers as h
 from tests.support.factories import order_events, raw_of, received_of
 from topology.spec import RetrySpec
 from workers.api import NonRetryableError
-from workers.applying.policy import DeadLetter, Retry, on_failure, on_gap
+from workers.applying.policy import DeadLetter, Retry, Wait, on_failure, on_gap
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.session import divert as divert_module
 from workers.session.divert import Divert
@@ -79,12 +79,12 @@ async def test_nacks_past_the_window_hand_the_delivery_back(
 
 RETRY = RetrySpec.model_validate({"tiers": {"short": "1s", "long": "5s"}, "max_attempts": 3})
 PAID = order_events("o-7")[1]
-Decide = Callable[[dict[str, Any]], Retry | DeadLetter]
+Decide = Callable[[dict[str, Any]], Retry | DeadLetter | Wait]
 DECISIONS: dict[str, Decide] = {
     "retried": lambda hd: on_failure(hd, RuntimeError("db down"), RETRY, "d.1"),
     "exhausted": lambda hd: on_failure({**hd, h.ATTEMPTS: 2}, RuntimeError("x"), RETRY, "d.1"),
     "non-retryable": lambda hd: on_failure(hd, NonRetryableError("bad sku"), RETRY, "d.1"),
-    "deferred": lambda hd: on_gap(hd, False, RETRY, "d.1", "seq 2 before seq 1"),
+    "expired": lambda hd: on_gap(hd, False, RETRY, "d.1", "seq 2 before seq 1", 0),
     "blocked": lambda hd: on_gap(hd, True, RETRY, "d.1", "parked behind e-1"),
 }
 
@@ -96,6 +96,7 @@ async def test_every_republished_copy_keeps_the_order_key_and_the_event(decide: 
     message.headers = {**(message.headers or {}), h.DEATH: [{"queue": "d.retry.short"}]}
     received = received_of(message)
     decision = decide(dict(received.headers))
+    assert not isinstance(decision, Wait)
     exchange = Exchange(None)
     divert, _ = _divert(exchange)
     await divert.move(received, decision, {})

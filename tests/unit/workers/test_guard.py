@@ -24,8 +24,8 @@ from events.headers import DeadReason
 from tests.support.factories import order_events, received_of
 from topology.spec import DownstreamSpec
 from workers.api import Handler, NonRetryableError, TransientError
-from workers.applying.guard import OrderingGuard
-from workers.applying.policy import DeadLetter, Retry
+from workers.applying.guard import OrderingGuard, Waited
+from workers.applying.policy import DeadLetter, Retry, now_ms, wait_bound_ms
 from workers.applying.progress import ProgressCache
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.store.database import DownstreamStore, Progress
@@ -141,21 +141,92 @@ async def test_the_orders_next_events_are_applied_in_order_once(guarded: Guarded
     assert guarded.metrics.applied.value == 3
 
 
-async def test_a_gap_is_deferred_through_the_first_tier_and_never_applied(
+async def test_a_gap_waits_in_the_store_and_applies_the_moment_its_predecessor_does(
     guarded: Guarded,
 ) -> None:
-    created, paid, _ = order_events("o-gap")
-    await guarded.handle(deliver(paid))
+    created, paid, shipped = order_events("o-gap")
+    await guarded.handle(deliver(shipped), deliver(paid))
     assert await guarded.applied() == [], "an event was applied before its predecessor"
-    [(event_id, decision)] = guarded.moved.moves
-    assert event_id == str(paid.event_id)
-    assert isinstance(decision, Retry) and decision.tier == next(iter(SPEC.retry.tiers))
-    assert decision.headers[h.DEFERRALS] == 1 and decision.headers.get(h.ATTEMPTS, 0) == 0
-    assert guarded.metrics.deferred.value == 1
+    assert not guarded.moved.moves, "a deferral went through a retry tier"
+    assert [(r.order_id, r.seq) for r in await guarded.store.waiting_rows()] == [
+        ("o-gap", 2),
+        ("o-gap", 3),
+    ]
+    assert guarded.metrics.deferred.value == 2
     assert guarded.handler.checks[str(paid.event_id)] == 0
-    # Its predecessor comes, then it comes back from the tier: both apply, in order.
-    await guarded.handle(deliver(created), deliver(paid, **{h.DEFERRALS: 1}))
-    assert await guarded.applied() == [("o-gap", 1), ("o-gap", 2)]
+    # Its predecessor comes: all three apply in order, at once, and the rows are gone.
+    await guarded.handle(deliver(created))
+    assert await guarded.applied() == [("o-gap", 1), ("o-gap", 2), ("o-gap", 3)]
+    assert await guarded.store.waiting_rows() == []
+    # A copy of a held event arriving again later is a duplicate.
+    await guarded.handle(deliver(paid))
+    assert guarded.metrics.duplicates.value == 1
+    assert guarded.handler.checks[str(paid.event_id)] == 1
+
+
+async def test_a_held_event_whose_predecessor_another_process_applied_is_swept_in(
+    guarded: Guarded, tmp_path: Path
+) -> None:
+    created, paid, _ = order_events("o-swept")
+    await guarded.handle(deliver(paid))
+    # Another process applies seq 1 (and the in-memory hold of this one is gone: a restart).
+    with guarded.store.transaction() as tx:
+        row = (str(created.event_id), "o-swept", 1, created.event_type.value)
+        guarded.store.record_applied(tx, [row], {"o-swept": Progress(1)})
+    guarded.guard.held.clear()
+    guarded.guard.held_count = 0
+    now = now_ms()
+    [due] = await guarded.store.due_waiting(now, [SHARD], now - 60_000)
+    await guarded.guard.handle(Waited.of(due), guarded.moved)
+    assert await guarded.applied() == [("o-swept", 1), ("o-swept", 2)]
+    assert await guarded.store.waiting_rows() == []
+    # Handled again (two processes racing on a stale row): applied once.
+    await guarded.guard.handle(Waited.of(due), guarded.moved)
+    assert await guarded.applied() == [("o-swept", 1), ("o-swept", 2)]
+
+
+async def test_a_held_event_past_its_bound_is_dead_lettered_and_parks_its_order(
+    guarded: Guarded,
+) -> None:
+    _, paid, shipped = order_events("o-late")
+    await guarded.handle(deliver(paid), deliver(shipped))
+    now = now_ms()
+    assert await guarded.store.due_waiting(now, [SHARD], 0) == [], "due before its bound"
+    later = now + wait_bound_ms(SPEC.retry) + 1
+    rows = await guarded.store.due_waiting(later, [SHARD], 0)
+    assert [r.seq for r in rows] == [2, 3]
+    for row in rows:
+        expired = Waited.of(row)
+        expired.expires_at_ms = 0  # as the sweeper meets it past its bound
+        await guarded.guard.handle(expired, guarded.moved)
+    assert guarded.reasons() == ["predecessor-missing", "blocked-by-predecessor"]
+    assert await guarded.progress("o-late") == (0, str(paid.event_id))
+    assert await guarded.store.waiting_rows() == []
+    assert await guarded.applied() == []
+
+
+async def test_held_events_behind_an_order_that_parks_follow_it_to_the_dlq(
+    guarded: Guarded,
+) -> None:
+    created, paid, shipped = order_events("o-held-park")
+    guarded.handler.failing[str(paid.event_id)] = NonRetryableError("card declined for good")
+    await guarded.handle(deliver(shipped), deliver(created), deliver(paid))
+    assert guarded.reasons() == ["non-retryable", "blocked-by-predecessor"]
+    assert await guarded.store.waiting_rows() == []
+    assert await guarded.applied() == [("o-held-park", 1)]
+
+
+async def test_a_held_event_that_fails_transiently_goes_to_a_tier_and_leaves_the_store(
+    guarded: Guarded,
+) -> None:
+    created, paid, _ = order_events("o-held-flaky")
+    guarded.handler.failing[str(paid.event_id)] = TransientError("db down")
+    await guarded.handle(deliver(paid), deliver(created))
+    assert guarded.reasons() == ["retry:short"]
+    [(_, retry)] = guarded.moved.moves
+    assert isinstance(retry, Retry) and retry.headers[h.RETRY_AT] > now_ms()
+    assert await guarded.store.waiting_rows() == []
+    assert await guarded.applied() == [("o-held-flaky", 1)]
 
 
 async def test_duplicates_are_skipped_before_check(guarded: Guarded) -> None:
@@ -232,6 +303,7 @@ async def test_a_predecessor_that_never_comes_parks_the_order_after_max_deferral
     guarded: Guarded,
 ) -> None:
     _, paid, _ = order_events("o-lost")
+    # A copy deferred through the tier by an older worker that has used up its waits.
     await guarded.handle(deliver(paid, **{h.DEFERRALS: SPEC.retry.max_deferrals}))
     assert guarded.reasons() == ["predecessor-missing"]
     assert await guarded.progress("o-lost") == (0, str(paid.event_id))

@@ -62,7 +62,7 @@ async def test_each_shipped_store_migrates_to_exactly_its_tables(
     store = await _open(handler, tmp_path)
     try:
         at, newest = _revisions_of(store, handler)
-        assert at == newest == {"bus_0001", f"{handler.name}_0001"}
+        assert at == newest == {"bus_0002", f"{handler.name}_0001"}
         with store.engine.connect() as conn:
             assert drift(conn, handler.metadata) == []
     finally:

@@ -8,7 +8,16 @@ from events.headers import DeadReason
 from simulation.skus import behaviour_of, flaky_sku, poison_sku
 from topology.spec import RetrySpec
 from workers.api import NonRetryableError
-from workers.applying.policy import DeadLetter, Retry, gap_detail, on_failure, on_gap
+from workers.applying.policy import (
+    DeadLetter,
+    Retry,
+    Wait,
+    gap_detail,
+    now_ms,
+    on_failure,
+    on_gap,
+    wait_bound_ms,
+)
 
 RETRY = RetrySpec.model_validate(
     {
@@ -50,16 +59,34 @@ def test_non_retryable_dead_letters_at_once() -> None:
     assert decision.parks and decision.headers["x-attempts"] == 1
 
 
-def test_gap_defers_without_spending_attempts_until_its_bound() -> None:
+def test_gap_waits_in_the_store_until_its_bound() -> None:
     headers = {**BASE, "x-attempts": 2}
-    for n in range(1, RETRY.max_deferrals + 1):
-        decision = on_gap(headers, False, RETRY, "d.0", "seq 2 after 0")
-        assert isinstance(decision, Retry) and decision.tier == "short"
-        assert decision.headers["x-deferrals"] == n and decision.headers["x-attempts"] == 2
-        headers = decision.headers
-    final = on_gap(headers, False, RETRY, "d.0", "seq 2 after 0")
+    before = now_ms()
+    decision = on_gap(headers, False, RETRY, "d.0", "seq 2 after 0")
+    assert isinstance(decision, Wait)
+    bound = wait_bound_ms(RETRY)
+    assert bound == RETRY.max_deferrals * next(iter(RETRY.tiers.values()))
+    assert before + bound <= decision.expires_at_ms <= now_ms() + bound
+    # Still within its bound while it waits; past it, dead-lettered.
+    assert isinstance(on_gap(headers, False, RETRY, "d.0", "x", now_ms() + 60_000), Wait)
+    final = on_gap(headers, False, RETRY, "d.0", "seq 2 after 0", now_ms())
     assert isinstance(final, DeadLetter) and final.reason is DeadReason.PREDECESSOR_MISSING
     assert final.parks and "seq 2 after 0" in final.headers["x-error-message"]
+
+
+def test_a_copy_deferred_by_an_older_worker_keeps_its_used_waits() -> None:
+    used = {**BASE, "x-deferrals": RETRY.max_deferrals}
+    decision = on_gap(used, False, RETRY, "d.0", "seq 2 after 0")
+    assert isinstance(decision, DeadLetter)
+    assert decision.reason is DeadReason.PREDECESSOR_MISSING
+
+
+def test_a_retry_is_stamped_with_its_due_time() -> None:
+    before = now_ms()
+    decision = on_failure(BASE, RuntimeError("down"), RETRY, "d.0")
+    assert isinstance(decision, Retry)
+    delay = RETRY.tiers[decision.tier]
+    assert before + delay <= decision.headers["x-retry-at"] <= now_ms() + delay
 
 
 def test_gap_behind_a_parked_order_is_blocked_and_does_not_repark() -> None:
