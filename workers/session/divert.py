@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractExchange
-from aiormq.exceptions import DeliveryError, PublishError
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aiormq.exceptions import ChannelClosed, ChannelInvalidStateError, DeliveryError, PublishError
 
 from broker.received import Received
 from common.backoff import backoff_delay
@@ -26,26 +28,50 @@ log = structlog.get_logger("workers")
 # straight back, and each return counts toward the shard's delivery limit: a node loss then
 # dead-lettered healthy events as `delivery-limit` within seconds.
 NACKED_RETRY_SECONDS = 60.0
+# A nack or a closed channel is tried again on this channel's successor: 3.10 keeps a
+# channel's quorum queue client aimed at a leader that is gone (a node killed and back), so
+# the same channel would be nacked for as long as it lives.
+_TRY_AGAIN = (DeliveryError, ChannelClosed, ChannelInvalidStateError)
+Reopen = Callable[[], Awaitable[tuple[AbstractExchange, AbstractExchange]]]
 
 
 class Divert:
     """Publishes a delivery's copy to a retry tier or the DLQ; returns once it is confirmed."""
 
     def __init__(
-        self, retry: AbstractExchange, dead: AbstractExchange, metrics: DownstreamMetrics
+        self,
+        retry: AbstractExchange,
+        dead: AbstractExchange,
+        metrics: DownstreamMetrics,
+        reopen: Reopen | None = None,
     ) -> None:
         self.retry = retry
         self.dead = dead
         self.metrics = metrics
+        self.reopen = reopen  # a new channel's (retry, dead) exchanges
+        self._renewing = asyncio.Lock()
 
     @classmethod
     async def open(
-        cls, channel: AbstractChannel, downstream: str, metrics: DownstreamMetrics
+        cls, connection: AbstractConnection, downstream: str, metrics: DownstreamMetrics
     ) -> Divert:
-        """On a channel with publisher confirms (and returns raising)."""
-        retry = await channel.get_exchange(names.retry_exchange(downstream), ensure=False)
-        dead = await channel.get_exchange(names.dead_exchange(downstream), ensure=False)
-        return cls(retry, dead, metrics)
+        """On a channel of its own with publisher confirms (and returns raising), replaced
+        after a nack."""
+        current: list[AbstractChannel] = []
+
+        async def reopen() -> tuple[AbstractExchange, AbstractExchange]:
+            for old in current:
+                if not old.is_closed:
+                    with contextlib.suppress(Exception):
+                        await old.close()
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            current[:] = [channel]
+            retry = await channel.get_exchange(names.retry_exchange(downstream), ensure=False)
+            dead = await channel.get_exchange(names.dead_exchange(downstream), ensure=False)
+            return retry, dead
+
+        retry, dead = await reopen()
+        return cls(retry, dead, metrics, reopen)
 
     async def move(
         self, message: Received, decision: Retry | DeadLetter, context: dict[str, Any]
@@ -85,10 +111,21 @@ class Divert:
                 return
             except PublishError:
                 raise
-            except DeliveryError:
+            except _TRY_AGAIN:
                 attempt += 1
                 if time.monotonic() > deadline:
                     raise
                 self.metrics.republish_nacked.inc()
                 log.warning("worker.republish_nacked", attempt=attempt, **context)
+                dead = exchange is self.dead
+                await self._renew(exchange)
+                exchange = self.dead if dead else self.retry
                 await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=5.0))
+
+    async def _renew(self, failed: AbstractExchange) -> None:
+        """Move to a new channel, unless another publish already has since `failed`."""
+        if self.reopen is None:
+            return
+        async with self._renewing:
+            if failed is self.retry or failed is self.dead:
+                self.retry, self.dead = await self.reopen()

@@ -91,8 +91,8 @@ class DownstreamWorker:
         held: HeldShards | None = None
         try:
             await connections.open()
-            assert connections.channel is not None
-            divert = await Divert.open(connections.channel, self.name, self.metrics)
+            assert connections.publisher is not None
+            divert = await Divert.open(connections.publisher, self.name, self.metrics)
             lanes = Lanes(
                 self.name,
                 self.guard,

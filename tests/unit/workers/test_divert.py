@@ -110,3 +110,21 @@ async def test_every_republished_copy_keeps_the_order_key_and_the_event(decide: 
     # The copy decodes to the same event: the guard reads it as the original.
     assert decode(raw_of(copy)) == PAID
     assert (copy.message_id, copy.type) == (str(PAID.event_id), PAID.event_type.value)
+
+
+async def test_a_nacked_republish_is_tried_again_on_a_new_channel() -> None:
+    # 3.10 keeps a channel's quorum client aimed at a dead leader: the same channel would be
+    # nacked for as long as it lives, so the next try goes out on a new one.
+    first, second = Exchange(_nack(), _nack()), Exchange(None)
+    opened: list[Exchange] = []
+
+    async def reopen() -> tuple[Any, Any]:
+        opened.append(second)
+        return second, second
+
+    metrics = DownstreamMetrics(WorkerMetrics(CollectorRegistry()), "inventory", ["short"])
+    ex: Any = first
+    divert = Divert(ex, ex, metrics, reopen)
+    await divert._confirmed(ex, aio_pika.Message(b"{}"), "short", {})
+    assert (first.published, second.published, len(opened)) == (1, 1, 1)
+    assert divert.retry is second and divert.dead is second
