@@ -2,8 +2,8 @@
 
 The consumer connection (`broker.consumer`) hands each delivery to the lanes as it is parsed;
 the aio-pika connection carries the confirmed republishes to retry tiers and the DLQ and
-reads queue depths. Either one closing, or the publishing channel, ends the session: `ended`
-is set and the worker starts a new one.
+reads queue depths (its channels are replaced as they fail). Either connection closing ends
+the session: `ended` is set and the worker starts a new one.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import contextlib
 from functools import partial
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractConnection
 
 from broker.connect import connect
 from broker.consumer import ConsumerConnection, open_consumer
@@ -29,9 +29,8 @@ class Connections:
         self.role = role
         self.downstream = downstream
         self.publisher: AbstractConnection | None = None
-        self.channel: AbstractChannel | None = None  # confirmed, unroutable copies raise
         self.consumer: ConsumerConnection | None = None
-        self.ended = asyncio.Event()  # a connection or the publishing channel failed
+        self.ended = asyncio.Event()  # a connection failed
         self.closed = False  # close() has begun: connections closing are no failure
 
     @property
@@ -49,10 +48,6 @@ class Connections:
         """Connect both ways; nothing is consumed yet."""
         self.publisher = await connect(self.amqp_url, self.role)
         self.publisher.close_callbacks.add(partial(self.lost, "publishing connection"))
-        # An unroutable retry or dead letter must fail its publish, never be "confirmed"
-        # and then have its original acked (aio-pika's default only logs the return).
-        self.channel = await self.publisher.channel(publisher_confirms=True, on_return_raises=True)
-        self.channel.close_callbacks.add(partial(self.lost, "publishing channel"))
         self.consumer = await open_consumer(self.amqp_url, self.role)
         self.consumer.closed.add_done_callback(partial(self.lost, "consuming connection"))
 

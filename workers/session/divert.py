@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import AbstractConnection
 from aiormq.exceptions import ChannelClosed, ChannelInvalidStateError, DeliveryError, PublishError
 
 from broker.received import Received
@@ -20,6 +18,7 @@ from events.codec import republished
 from topology import names
 from workers.applying.policy import DeadLetter, Retry
 from workers.metrics import DownstreamMetrics
+from workers.session.publisher import ConfirmedPublisher
 
 log = structlog.get_logger("workers")
 # How long a nacked republish is tried again in place before its delivery is handed back.
@@ -28,50 +27,28 @@ log = structlog.get_logger("workers")
 # straight back, and each return counts toward the shard's delivery limit: a node loss then
 # dead-lettered healthy events as `delivery-limit` within seconds.
 NACKED_RETRY_SECONDS = 60.0
-# A nack or a closed channel is tried again on this channel's successor: 3.10 keeps a
-# channel's quorum queue client aimed at a leader that is gone (a node killed and back), so
-# the same channel would be nacked for as long as it lives.
-_TRY_AGAIN = (DeliveryError, ChannelClosed, ChannelInvalidStateError)
-Reopen = Callable[[], Awaitable[tuple[AbstractExchange, AbstractExchange]]]
+# Tried again (the publisher has moved to a new channel): a nack, a confirm that did not
+# come, or the channel closing under the publish.
+_TRY_AGAIN = (DeliveryError, TimeoutError, ChannelClosed, ChannelInvalidStateError)
 
 
 class Divert:
     """Publishes a delivery's copy to a retry tier or the DLQ; returns once it is confirmed."""
 
     def __init__(
-        self,
-        retry: AbstractExchange,
-        dead: AbstractExchange,
-        metrics: DownstreamMetrics,
-        reopen: Reopen | None = None,
+        self, publisher: ConfirmedPublisher, downstream: str, metrics: DownstreamMetrics
     ) -> None:
-        self.retry = retry
-        self.dead = dead
+        self.publisher = publisher
+        self.retry = names.retry_exchange(downstream)
+        self.dead = names.dead_exchange(downstream)
         self.metrics = metrics
-        self.reopen = reopen  # a new channel's (retry, dead) exchanges
-        self._renewing = asyncio.Lock()
 
     @classmethod
-    async def open(
+    def open(
         cls, connection: AbstractConnection, downstream: str, metrics: DownstreamMetrics
     ) -> Divert:
-        """On a channel of its own with publisher confirms (and returns raising), replaced
-        after a nack."""
-        current: list[AbstractChannel] = []
-
-        async def reopen() -> tuple[AbstractExchange, AbstractExchange]:
-            for old in current:
-                if not old.is_closed:
-                    with contextlib.suppress(Exception):
-                        await old.close()
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            current[:] = [channel]
-            retry = await channel.get_exchange(names.retry_exchange(downstream), ensure=False)
-            dead = await channel.get_exchange(names.dead_exchange(downstream), ensure=False)
-            return retry, dead
-
-        retry, dead = await reopen()
-        return cls(retry, dead, metrics, reopen)
+        """On a channel of its own with publisher confirms (and returns raising)."""
+        return cls(ConfirmedPublisher(connection), downstream, metrics)
 
     async def move(
         self, message: Received, decision: Retry | DeadLetter, context: dict[str, Any]
@@ -96,18 +73,18 @@ class Divert:
 
     async def _confirmed(
         self,
-        exchange: AbstractExchange,
+        exchange: str,
         message: aio_pika.Message,
         routing_key: str,
         context: dict[str, Any],
     ) -> None:
-        """Publish until confirmed: a nack is tried again with backoff for a while; a return
-        (unroutable) or a closed channel raises at once."""
+        """Publish until confirmed: a nack is tried again with backoff for a while, on a new
+        channel; a return (unroutable) raises at once."""
         deadline = time.monotonic() + NACKED_RETRY_SECONDS
         attempt = 0
         while True:
             try:
-                await exchange.publish(message, routing_key=routing_key)
+                await self.publisher.publish(exchange, message, routing_key)
                 return
             except PublishError:
                 raise
@@ -117,15 +94,4 @@ class Divert:
                     raise
                 self.metrics.republish_nacked.inc()
                 log.warning("worker.republish_nacked", attempt=attempt, **context)
-                dead = exchange is self.dead
-                await self._renew(exchange)
-                exchange = self.dead if dead else self.retry
                 await asyncio.sleep(backoff_delay(attempt, base=0.2, cap=5.0))
-
-    async def _renew(self, failed: AbstractExchange) -> None:
-        """Move to a new channel, unless another publish already has since `failed`."""
-        if self.reopen is None:
-            return
-        async with self._renewing:
-            if failed is self.retry or failed is self.dead:
-                self.retry, self.dead = await self.reopen()

@@ -17,9 +17,8 @@ import contextlib
 from collections.abc import Iterable
 from typing import Any
 
-import aio_pika
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from common.backoff import backoff_delay
 from events import headers as h
@@ -27,48 +26,12 @@ from events.codec import republished
 from topology import names
 from workers.applying.policy import now_ms
 from workers.metrics import DownstreamMetrics
+from workers.session.publisher import ConfirmedPublisher
 
 log = structlog.get_logger("workers")
 # Copies a process holds from each tier at once while they wait to be due: with a tier's
 # delay D, it forwards at most this many per D seconds (other processes take the rest).
 TIER_PREFETCH = 2000
-# A publish not confirmed within this long is taken as nacked.
-CONFIRM_TIMEOUT = 10.0
-
-
-class ConfirmedPublisher:
-    """Publishes with confirms on a channel of its own; after a nack, a return or a timeout
-    the channel is replaced before the next try (3.10 keeps a channel's queue client aimed
-    at a leader that is gone: a new channel finds the live one)."""
-
-    def __init__(self, connection: AbstractConnection, timeout: float = CONFIRM_TIMEOUT) -> None:
-        self.connection = connection
-        self.timeout = timeout
-        self._channel: AbstractChannel | None = None
-
-    async def publish(self, exchange: str, message: aio_pika.Message, routing_key: str) -> None:
-        """Publish once; return when confirmed, raise otherwise (the channel is then renewed)."""
-        try:
-            channel = await self._open()
-            target = await channel.get_exchange(exchange, ensure=False)
-            await target.publish(message, routing_key=routing_key, timeout=self.timeout)
-        except BaseException:
-            await self.renew()
-            raise
-
-    async def _open(self) -> AbstractChannel:
-        if self._channel is None or self._channel.is_closed:
-            self._channel = await self.connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
-        return self._channel
-
-    async def renew(self) -> None:
-        """Close the channel; the next publish opens a new one."""
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
-            with contextlib.suppress(Exception):
-                await channel.close()
 
 
 class Forwarder:

@@ -92,7 +92,7 @@ class DownstreamWorker:
         try:
             await connections.open()
             assert connections.publisher is not None
-            divert = await Divert.open(connections.publisher, self.name, self.metrics)
+            divert = Divert.open(connections.publisher, self.name, self.metrics)
             lanes = Lanes(
                 self.name,
                 self.guard,

@@ -1,6 +1,6 @@
-"""Divert: a nacked republish is tried again in place; a returned one raises at once; every
-copy it republishes (retry, deferral, dead letter) keeps the order key the hash exchange
-routes by and the guard orders by."""
+"""Divert: a nacked republish is tried again (the publisher moves to a new channel); a
+returned one raises at once; every copy it republishes (retry, deferral, dead letter) keeps
+the order key the hash exchange routes by and the guard orders by."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from events import decode, encode
 from events import headers as h
 from tests.support.factories import order_events, raw_of, received_of
+from tests.support.publishing import Publisher
 from topology.spec import RetrySpec
 from workers.api import NonRetryableError
 from workers.applying.policy import DeadLetter, Retry, Wait, on_failure, on_gap
@@ -23,26 +24,10 @@ from workers.session import divert as divert_module
 from workers.session.divert import Divert
 
 
-class Exchange:
-    """Answers each publish with the next outcome: None (confirmed) or an exception."""
-
-    def __init__(self, *outcomes: BaseException | None) -> None:
-        self.outcomes = list(outcomes)
-        self.published = 0
-        self.messages: list[tuple[str, aio_pika.Message]] = []
-
-    async def publish(self, message: aio_pika.Message, routing_key: str) -> None:
-        self.published += 1
-        self.messages.append((routing_key, message))
-        outcome = self.outcomes.pop(0)
-        if outcome is not None:
-            raise outcome
-
-
-def _divert(exchange: Exchange) -> tuple[Divert, DownstreamMetrics]:
+def _divert(publisher: Publisher) -> tuple[Divert, DownstreamMetrics]:
     metrics = DownstreamMetrics(WorkerMetrics(CollectorRegistry()), "inventory", ["short"])
-    ex: Any = exchange
-    return Divert(ex, ex, metrics), metrics
+    fake: Any = publisher
+    return Divert(fake, "inventory", metrics), metrics
 
 
 def _nack() -> DeliveryError:
@@ -50,31 +35,31 @@ def _nack() -> DeliveryError:
 
 
 async def test_a_nacked_republish_is_published_again_until_confirmed() -> None:
-    exchange = Exchange(_nack(), _nack(), None)
-    divert, metrics = _divert(exchange)
-    await divert._confirmed(exchange, aio_pika.Message(b"{}"), "short", {})  # type: ignore[arg-type]
-    assert exchange.published == 3
+    publisher = Publisher(_nack(), TimeoutError(), None)
+    divert, metrics = _divert(publisher)
+    await divert._confirmed(divert.retry, aio_pika.Message(b"{}"), "short", {})
+    assert len(publisher.published) == 3
     assert metrics.republish_nacked.value == 2
 
 
 async def test_a_returned_republish_raises_at_once() -> None:
     returned = PublishError.__new__(PublishError)
-    exchange = Exchange(returned, None)
-    divert, _ = _divert(exchange)
+    publisher = Publisher(returned, None)
+    divert, _ = _divert(publisher)
     with pytest.raises(PublishError):
-        await divert._confirmed(exchange, aio_pika.Message(b"{}"), "short", {})  # type: ignore[arg-type]
-    assert exchange.published == 1
+        await divert._confirmed(divert.retry, aio_pika.Message(b"{}"), "short", {})
+    assert len(publisher.published) == 1
 
 
 async def test_nacks_past_the_window_hand_the_delivery_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(divert_module, "NACKED_RETRY_SECONDS", -1.0)
-    exchange = Exchange(_nack(), _nack())
-    divert, _ = _divert(exchange)
+    publisher = Publisher(_nack(), _nack())
+    divert, _ = _divert(publisher)
     with pytest.raises(DeliveryError):
-        await divert._confirmed(exchange, aio_pika.Message(b"{}"), "short", {})  # type: ignore[arg-type]
-    assert exchange.published == 1
+        await divert._confirmed(divert.retry, aio_pika.Message(b"{}"), "short", {})
+    assert len(publisher.published) == 1
 
 
 RETRY = RetrySpec.model_validate({"tiers": {"short": "1s", "long": "5s"}, "max_attempts": 3})
@@ -97,10 +82,12 @@ async def test_every_republished_copy_keeps_the_order_key_and_the_event(decide: 
     received = received_of(message)
     decision = decide(dict(received.headers))
     assert not isinstance(decision, Wait)
-    exchange = Exchange(None)
-    divert, _ = _divert(exchange)
+    publisher = Publisher(None)
+    divert, _ = _divert(publisher)
     await divert.move(received, decision, {})
-    [(routing_key, copy)] = exchange.messages
+    [(exchange, copy, _)] = publisher.published
+    [routing_key] = publisher.routing_keys
+    assert exchange == (divert.retry if isinstance(decision, Retry) else divert.dead)
     headers = copy.headers or {}
     assert (headers.get(h.ORDER_ID), headers.get(h.SEQ)) == ("o-7", 2), (
         f"the {type(decision).__name__} copy lost its order key: {headers}"
@@ -110,21 +97,3 @@ async def test_every_republished_copy_keeps_the_order_key_and_the_event(decide: 
     # The copy decodes to the same event: the guard reads it as the original.
     assert decode(raw_of(copy)) == PAID
     assert (copy.message_id, copy.type) == (str(PAID.event_id), PAID.event_type.value)
-
-
-async def test_a_nacked_republish_is_tried_again_on_a_new_channel() -> None:
-    # 3.10 keeps a channel's quorum client aimed at a dead leader: the same channel would be
-    # nacked for as long as it lives, so the next try goes out on a new one.
-    first, second = Exchange(_nack(), _nack()), Exchange(None)
-    opened: list[Exchange] = []
-
-    async def reopen() -> tuple[Any, Any]:
-        opened.append(second)
-        return second, second
-
-    metrics = DownstreamMetrics(WorkerMetrics(CollectorRegistry()), "inventory", ["short"])
-    ex: Any = first
-    divert = Divert(ex, ex, metrics, reopen)
-    await divert._confirmed(ex, aio_pika.Message(b"{}"), "short", {})
-    assert (first.published, second.published, len(opened)) == (1, 1, 1)
-    assert divert.retry is second and divert.dead is second

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aio_pika
 import pytest
 from aiormq.exceptions import DeliveryError
 from prometheus_client import CollectorRegistry
@@ -14,26 +13,11 @@ from prometheus_client import CollectorRegistry
 from events import encode
 from events import headers as h
 from tests.support.factories import order_events
+from tests.support.publishing import Publisher
 from workers.applying.policy import now_ms
 from workers.metrics import DownstreamMetrics, WorkerMetrics
 from workers.session import forwarder as forwarder_module
 from workers.session.forwarder import Forwarder
-
-
-class Publisher:
-    """Answers each publish with the next outcome (None: confirmed); counts renewals."""
-
-    def __init__(self, *outcomes: BaseException | None) -> None:
-        self.outcomes = list(outcomes)
-        self.published: list[tuple[str, aio_pika.Message, float]] = []
-
-    async def publish(self, exchange: str, message: aio_pika.Message, routing_key: str) -> None:
-        self.published.append((exchange, message, now_ms()))
-        if (outcome := self.outcomes.pop(0)) is not None:
-            raise outcome
-
-    async def renew(self) -> None:
-        pass
 
 
 class Copy:
