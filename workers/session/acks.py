@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 STRAGGLER_LIMIT = 64
-# A blocked prefix is waited for this long before completions past it are acked one by one:
-# a republish's confirm takes milliseconds, and single acks cost the broker a frame each.
+# A delivery that blocks the prefix is waited for this long before completions past it are
+# acked one by one: a republish's confirm takes milliseconds, and on a quorum queue each single
+# ack is a log entry of its own where a multiple ack settles hundreds in one.
 STRAGGLER_PATIENCE = 0.1
 
 
@@ -39,12 +40,14 @@ class Acker:
         straggler_limit: int = STRAGGLER_LIMIT,
         patience: float = STRAGGLER_PATIENCE,
         on_acked: Callable[[int], None] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.channel = channel
         self.on_acked = on_acked  # told how many deliveries each flush acked
         self.every = every
         self.straggler_limit = straggler_limit
         self.patience = patience
+        self.clock = clock or asyncio.get_running_loop().time
         self._blocked_since: float | None = None  # when the prefix last stopped short
         self.interval = interval
         self.low = 1  # every tag below this is settled on the broker
@@ -93,12 +96,14 @@ class Acker:
         for tag in range(self.low, high + 1):
             self.done.discard(tag)
             self.singly.discard(tag)
+        advanced = high >= self.low
         self.low = high + 1
         stragglers = sorted(self.done - self.singly)
-        now = asyncio.get_running_loop().time()
+        now = self.clock()
         if not stragglers:
             self._blocked_since = None
-        elif self._blocked_since is None:
+        elif self._blocked_since is None or advanced:
+            # Patience is per blocking delivery: a prefix that moves is not stuck.
             self._blocked_since = now
         if (
             self._blocked_since is not None

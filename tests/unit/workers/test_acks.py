@@ -145,3 +145,25 @@ async def test_the_acked_count_is_every_delivery_acked_once_and_no_hand_back() -
     assert acked_tags == set(stragglers)
     assert rec.frames[-1] == ("ack", 3 + LIMIT, True)
     assert counts == [LIMIT, 2]
+
+
+async def test_patience_is_per_blocking_delivery() -> None:
+    """A prefix that keeps moving is not stuck: each delivery that blocks it gets the full
+    patience before completions past it are acked one by one (single acks cost a quorum
+    queue a log entry each)."""
+    rec, now = Recorder(), [0.0]
+    acker = Acker(rec, every=10_000, straggler_limit=LIMIT, patience=1.0, clock=lambda: now[0])
+    late = range(3, 3 + LIMIT)
+    for tag in late:
+        acker.complete(tag)
+    acker.flush()  # 1 and 2 are slow
+    now[0] = 0.6
+    acker.complete(1)
+    acker.flush()  # the prefix moves to 1; 2 blocks it from now on
+    assert rec.frames == [("ack", 1, True)]
+    now[0] = 1.2  # 1.2 s since the prefix first stopped, 0.6 s since 2 blocks it
+    acker.flush()
+    assert rec.frames == [("ack", 1, True)]
+    now[0] = 1.7  # 2 has blocked for longer than the patience
+    acker.flush()
+    assert rec.frames[1:] == [("ack", tag, False) for tag in late]
