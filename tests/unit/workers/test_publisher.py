@@ -34,10 +34,12 @@ class Channel:
         self.is_closed = False
         self.published = 0
 
-    async def get_exchange(self, name: str, ensure: bool = True) -> Channel:
+    async def get_underlay_channel(self) -> Channel:
         return self
 
-    async def publish(self, message: aio_pika.Message, routing_key: str, timeout: float) -> None:
+    async def basic_publish(self, body: bytes, **kwargs: Any) -> None:
+        assert kwargs["mandatory"], "an unroutable copy must come back, not vanish"
+        assert kwargs["timeout"], "a confirm that never comes must fail the publish"
         self.published += 1
         outcome, gate = self.steps.pop(0)
         await gate.wait()
