@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -106,7 +107,7 @@ def _per_process_rows(per: dict[str, Any]) -> list[Row]:
     if isinstance(node, dict):
         out.append(
             _drain_row(
-                "  … beside Node amqplib (the ceiling)",
+                f"  … Node amqplib, the ceiling: {n} processes each side",
                 {**_slowest(bus), "ratio": per["fraction_of_node"]},
                 _slowest(node),
                 "Node amqplib",
@@ -125,7 +126,8 @@ def _poison_everywhere_rows(everywhere: dict[str, Any]) -> list[Row]:
         last = figure["rounds"][-1]
         out.append(
             _drain_row(
-                f"every downstream 0 ms, {rate} orders poisoned (slowest downstream)",
+                f"every downstream 0 ms, {rate} orders poisoned, {everywhere['processes']} "
+                "processes each side (slowest downstream)",
                 {**_slowest(last["poisoned"]), "ratio": figure["ratio_median"]},
                 _slowest(last["clean"]),
                 "no poison",
@@ -140,9 +142,10 @@ def rows(report: dict[str, Any]) -> list[Row]:
     r, w = report["relay"], report["workers"]
     e2e, inv, wh = w["e2e_0ms"], w["inventory_2ms"], w["warehouse_batches"]
     raw = e2e["raw_aio_pika"]
+    n = e2e["downstreams"]
     out: list[Row] = [
         (
-            "relay, events/s",
+            "relay, events/s, 1 process each side",
             f"raw publisher {r['raw_events_per_s']:,}",
             f"{r['relay_events_per_s']:,}",
             f"{r['ratio']}",
@@ -151,11 +154,19 @@ def rows(report: dict[str, Any]) -> list[Row]:
             "≥ 0.8",
         ),
         _drain_row(
-            "end to end 0 ms", e2e["bus_process_per_downstream"], raw, "raw aio-pika", "≥ 1.0"
+            f"end to end 0 ms: bus {n} processes (one per downstream), raw 1",
+            e2e["bus_process_per_downstream"],
+            raw,
+            "raw aio-pika",
+            "≥ 1.0",
         ),
-        _drain_row("  … in one process", e2e["bus_one_process"], raw, "raw aio-pika", ""),
+        _drain_row("  … bus 1 process, raw 1", e2e["bus_one_process"], raw, "raw aio-pika", ""),
         _drain_row(
-            "  … asyncio loop (no uvloop)", e2e["bus_asyncio_loop"], raw, "raw aio-pika", ""
+            f"  … asyncio loop (no uvloop): bus {n} processes, raw 1",
+            e2e["bus_asyncio_loop"],
+            raw,
+            "raw aio-pika",
+            "",
         ),
     ]
     if per := w.get("process_per_downstream"):
@@ -164,11 +175,17 @@ def rows(report: dict[str, Any]) -> list[Row]:
         fs, inbox = e2e["faststream"], e2e["faststream_inbox"]
         bus = e2e["bus_process_per_downstream"]
         out.append(
-            _drain_row("  … beside FastStream", {**bus, "ratio": None}, fs, "FastStream", "")
+            _drain_row(
+                f"  … bus {n} processes, FastStream 1",
+                {**bus, "ratio": None},
+                fs,
+                "FastStream",
+                "",
+            )
         )
         out.append(
             _drain_row(
-                "  … beside FastStream + inbox",
+                f"  … bus {n} processes, FastStream + inbox 1",
                 {**bus, "ratio": None},
                 inbox,
                 "FastStream+inbox",
@@ -180,12 +197,18 @@ def rows(report: dict[str, Any]) -> list[Row]:
         **{"cpu_us_per_event": inv["raw_ceiling"]["cpu_us_per_event"]},
     }
     out.append(
-        _drain_row("inventory 2 ms", {**inv["bus"], "ratio": inv["ratio"]}, ideal, "ideal", "≥ 0.8")
+        _drain_row(
+            "inventory 2 ms, 1 process",
+            {**inv["bus"], "ratio": inv["ratio"]},
+            ideal,
+            "ideal",
+            "≥ 0.8",
+        )
     )
     whi = {"events_per_s": wh["ideal_records_per_s"], "cpu_us_per_event": ""}
     out.append(
         _drain_row(
-            "warehouse 200 ms/100, records/s",
+            "warehouse 200 ms/100, records/s, 1 process",
             {**wh["bus"], "ratio": wh["ratio"]},
             whi,
             "ideal",
@@ -196,7 +219,7 @@ def rows(report: dict[str, Any]) -> list[Row]:
         last = poison["rounds"][-1]
         out.append(
             _drain_row(
-                "inventory 0 ms, 1% orders poisoned",
+                "inventory 0 ms, 1% orders poisoned, 1 process each side",
                 {**last["poisoned"], "ratio": poison["ratio_median"]},
                 last["clean"],
                 "no poison",
@@ -263,18 +286,29 @@ def rows(report: dict[str, Any]) -> list[Row]:
     return out
 
 
+COLUMNS = (
+    "benchmark",
+    "baseline",
+    "bus",
+    "ratio",
+    "bus µs CPU/event",
+    "baseline µs CPU/event",
+    "target",
+)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report's rows as a Markdown table (the one docs/benchmarks.md shows)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows(report):
+        lines.append("| " + " | ".join(cell.strip() for cell in row) + " |")
+    return "\n".join(lines)
+
+
 def table(report: dict[str, Any]) -> Table:
     """The report as a table."""
     t = Table(title="order event bus — each figure beside its baseline from this run")
-    for column in (
-        "benchmark",
-        "baseline",
-        "bus",
-        "ratio",
-        "bus µs CPU/event",
-        "baseline µs CPU/event",
-        "target",
-    ):
+    for column in COLUMNS:
         t.add_column(column)
     for row in rows(report):
         t.add_row(*row)
@@ -287,7 +321,19 @@ if __name__ == "__main__":
     parser.add_argument(
         "--no-latency", action="store_true", help="skip latency under load (p50/p99)"
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="print a saved JSON report as a Markdown table instead of running",
+    )
     args = parser.parse_args()
+    if args.report:
+        try:
+            saved = json.loads(args.report.read_text())
+        except (OSError, ValueError) as exc:
+            parser.exit(2, f"python -m bench: cannot read {args.report}: {exc}\n")
+        print(markdown(saved))
+        raise SystemExit(0)
     configure_logging("WARNING")
     result = asyncio.run(run(args.quick, not args.no_latency))
     Console(stderr=True).print(table(result))

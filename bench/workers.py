@@ -41,6 +41,8 @@ from simulation.planned import plan_order
 from topology.spec import DEFAULT_TOPOLOGY_FILE, TopologySpec, load_spec
 
 POISON_RATE = 0.01
+# The peers of process_per_downstream, by the kind drain.peers_per_downstream runs.
+KINDS = {"raw": "aio-pika", "node": "node"}
 
 
 def events_for(orders: int, poison_rate: float = 0.0) -> list[AnyEvent]:
@@ -106,17 +108,17 @@ def process_per_downstream(names: list[str], orders: int, rounds: int) -> dict[s
     event to its last counts. Alternating rounds, medians."""
     data, events = variant_data(names, handler_time="0ms"), events_for(orders)
     rows: dict[str, list[drain.PerDownstream]] = {"raw": [], "bus": [], "node": []}
-    for _ in range(rounds):
-        with drain.backlog(data, events) as b:
-            raw = drain.peers_per_downstream(b, "aio-pika")
-            assert raw is not None
-            rows["raw"].append(raw)
-        with drain.backlog(data, events) as b:
-            rows["bus"].append(drain.bus_per_downstream(b, "all"))
-        with drain.backlog(data, events) as b:
-            node = drain.peers_per_downstream(b, "node")
-            if node is not None:
-                rows["node"].append(node)
+    kinds = ["raw", "bus", "node"]
+    for round_ in range(rounds):
+        # Each round starts with a different side (see poison_everywhere).
+        for kind in kinds[round_ % 3 :] + kinds[: round_ % 3]:
+            with drain.backlog(data, events) as b:
+                if kind == "bus":
+                    rows["bus"].append(drain.bus_per_downstream(b, "all"))
+                elif (peer := drain.peers_per_downstream(b, KINDS[kind])) is not None:
+                    rows[kind].append(peer)
+    if not rows["raw"]:
+        raise RuntimeError("the raw aio-pika consumers did not run")
 
     def median(kind: str) -> dict[str, Any] | None:
         if not rows[kind]:
@@ -156,11 +158,20 @@ def poison_everywhere(
         bad = {e.order_id for e in poisoned if e.seq == 1 and "POISON-" in e.model_dump_json()}
         healthy = sum(1 for e in poisoned if e.order_id not in bad)
         ratios, rounds = [], []
-        for _ in range(pairs):
-            with drain.backlog(data, clean) as b:
-                without = drain.bus_per_downstream(b, "all")
-            with drain.backlog(data, poisoned) as b:
-                with_poison = drain.bus_per_downstream(b, "all", expected=healthy * downstreams)
+        for pair in range(pairs):
+
+            def drained(events: list[AnyEvent], expected: int) -> drain.PerDownstream:
+                with drain.backlog(data, events) as b:
+                    return drain.bus_per_downstream(b, "all", expected=expected)
+
+            # Which side goes first alternates: the broker still tidies the vhost just
+            # deleted while the next drain starts.
+            if pair % 2 == 0:
+                without = drained(clean, len(clean) * downstreams)
+                with_poison = drained(poisoned, healthy * downstreams)
+            else:
+                with_poison = drained(poisoned, healthy * downstreams)
+                without = drained(clean, len(clean) * downstreams)
             ratios.append(round(with_poison.slowest / without.slowest, 3))
             rounds.append({"clean": without.as_dict(), "poisoned": with_poison.as_dict()})
         out[f"{rate:.0%}"] = {
