@@ -70,7 +70,7 @@ async def latency_under_load(report: dict[str, Any], seconds: float) -> dict[str
 def _drain_row(
     name: str, bus: dict[str, Any], base: dict[str, Any], label: str, target: str
 ) -> Row:
-    ratio = bus.get("ratio") or round(bus["events_per_s"] / base["events_per_s"], 3)
+    ratio = round(bus.get("ratio") or bus["events_per_s"] / base["events_per_s"], 3)
     return (
         name,
         f"{label} {base['events_per_s']:,.0f}",
