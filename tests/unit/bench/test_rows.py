@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+# The benchmarks need the dev install (psycopg for the shared-store rows); a SQLite-only
+# install runs the unit suite without them.
+pytest.importorskip("psycopg", reason="the benchmarks need the dev install")
+
 from bench.__main__ import rows
 
 
