@@ -153,17 +153,17 @@ def poison_everywhere(
     downstreams = len(names)
     clean = events_for(orders)
     out: dict[str, Any] = {"orders": orders, "processes": downstreams}
+
+    def drained(events: list[AnyEvent], expected: int) -> drain.PerDownstream:
+        with drain.backlog(data, events) as b:
+            return drain.bus_per_downstream(b, "all", expected=expected)
+
     for rate in rates:
         poisoned = events_for(orders, rate)
         bad = {e.order_id for e in poisoned if e.seq == 1 and "POISON-" in e.model_dump_json()}
         healthy = sum(1 for e in poisoned if e.order_id not in bad)
         ratios, rounds = [], []
         for pair in range(pairs):
-
-            def drained(events: list[AnyEvent], expected: int) -> drain.PerDownstream:
-                with drain.backlog(data, events) as b:
-                    return drain.bus_per_downstream(b, "all", expected=expected)
-
             # Which side goes first alternates: the broker still tidies the vhost just
             # deleted while the next drain starts.
             if pair % 2 == 0:

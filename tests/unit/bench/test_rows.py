@@ -28,7 +28,10 @@ def _per_downstream(rate: float, processes: int) -> dict[str, Any]:
 def report(downstreams: int = 5) -> dict[str, Any]:
     """A report shaped as `python -m bench` writes it."""
     bus = {**_drain(2000.0), "ratio": 1.3}
-    pair = {"clean": _per_downstream(2000.0, downstreams), "poisoned": _per_downstream(1900.0, 5)}
+    pair = {
+        "clean": _per_downstream(2000.0, downstreams),
+        "poisoned": _per_downstream(1900.0, downstreams),
+    }
     return {
         "relay": {
             "raw_events_per_s": 2000,
