@@ -154,6 +154,12 @@ async def reported_short(env: dict[str, str], expected: set[str]) -> dict[str, A
     return shown if set(shown["under_replicated"]) == expected else None
 
 
+async def table_saying(env: dict[str, str], *lines: str) -> str | None:
+    """`status`'s table once it holds every one of `lines`."""
+    _, table = await cli(env, "status")
+    return table if all(line in table for line in lines) else None
+
+
 def last_outbox_id(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()[0])
@@ -229,8 +235,15 @@ async def test_a_killed_node_and_a_stopped_node_lose_nothing(
         )
         live = [r["online"] for d in shown["downstreams"] for r in d["replicas"].values()]
         assert all(victim not in online for online in live)
-        _, table = await cli(env, "status")
-        assert f"under-replicated: {len(every) + 1} queue(s) with 2 live member(s) of 3" in table
+        # the table is a second read of the management API, which may still see one queue's
+        # members a moment differently (the queues then split over two warning lines)
+        line = f"under-replicated: {len(every) + 1} queue(s) with 2 live member(s) of 3"
+        table = await eventually(
+            lambda: table_saying(env, line, f"not live on {victim}"),
+            within=30,
+            every=1,
+            what=f"the status table saying {line!r}",
+        )
         assert f"not live on {victim}" in table
         took = await cluster.act(number, "start")
         faults.append(f"restarted {victim} in {took:.1f}s")
