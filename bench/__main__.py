@@ -131,7 +131,7 @@ def _poison_everywhere_rows(everywhere: dict[str, Any]) -> list[Row]:
                 {**_slowest(last["poisoned"]), "ratio": figure["ratio_median"]},
                 _slowest(last["clean"]),
                 "no poison",
-                "≥ 0.9" if rate == "1%" else "",
+                "≥ 0.9" if rate == "1%" else "≥ 0.8",
             )
         )
     return out
